@@ -1,0 +1,51 @@
+"""Callbacks: a sample grid saved and logged during training (rank zero, eval mode, no_grad)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from pixel_lightning.images import make_grid, save_png
+
+log = logging.getLogger(__name__)
+
+
+class SampleGrid(pl.Callback):
+    """Every `every_n_epochs` epochs and once at the end of training, sample `num_samples`
+    images, save them as `<dirpath>/epoch_XXX.png` (`final_step_N.png` when training stopped
+    between those epochs) and log them to every logger that takes
+    images (e.g. W&B). Sampling uses a fixed seed, so grids of successive epochs are comparable.
+    """
+
+    def __init__(self, dirpath: str, num_samples: int = 16, every_n_epochs: int = 1, temperature: float = 1.0, seed: int = 0):
+        if num_samples < 1 or every_n_epochs < 1:
+            raise ValueError("SampleGrid needs num_samples >= 1 and every_n_epochs >= 1")
+        self.dirpath = Path(dirpath)
+        self.num_samples, self.every_n_epochs = num_samples, every_n_epochs
+        self.temperature, self.seed = temperature, seed
+        self._last_step: int | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._sample_and_log(trainer, pl_module, f"epoch_{trainer.current_epoch:03d}")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._last_step != trainer.global_step:  # trained further since the last grid
+            self._sample_and_log(trainer, pl_module, f"final_step_{trainer.global_step}")
+
+    def _sample_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> None:
+        self._last_step = trainer.global_step
+        if not trainer.is_global_zero:
+            return
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        with torch.no_grad():  # sample() also switches to eval mode and back
+            levels = pl_module.sample(self.num_samples, temperature=self.temperature, generator=generator)
+        grid = make_grid(levels, pl_module.levels)
+        path = save_png(grid, self.dirpath / f"{name}.png")
+        log.info("Saved a sample grid to %s", path)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="samples", images=[grid], step=trainer.global_step, caption=[path.stem])

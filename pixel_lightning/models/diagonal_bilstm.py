@@ -1,0 +1,89 @@
+"""Diagonal BiLSTM, as specified in *Pixel Recurrent Neural Networks* (van den Oord et al., 2016).
+
+Section 3.2: the feature map is skewed (row r shifted right by r) so that each diagonal of the
+image becomes a column, and an LSTM scans the columns left to right. Its state-to-state part is a
+2 x 1 conv over the previous column that reads rows r-1 and r, i.e. the pixel above and the pixel
+to the left; its input-to-state part is a 1x1 mask-B conv. So the state at (r, c) covers every
+pixel above-left of it. A second LSTM scans the mirrored image (above-right); its output is shifted
+down by one row, so that it covers only earlier rows, and added: together they cover the whole
+past (Figure 4, right). Layers are residual (Figure 5) and framed by Table 1's 7x7 mask-A input
+conv and output stack.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pixel_lightning.models.lstm import LSTM, PixelRNN
+
+
+def skew(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H, W+H-1), row r shifted right by r, zeros elsewhere."""
+    batch, channels, height, width = x.shape
+    # Rows of length W+H laid end to end and re-cut at length W+H-1 drift right by one per row.
+    x = F.pad(x, (0, height)).flatten(2)  # (B, C, H*(W+H))
+    return x[..., : height * (width + height - 1)].view(batch, channels, height, width + height - 1)
+
+
+def unskew(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Inverse of `skew`: (B, C, H, W+H-1) -> (B, C, H, W)."""
+    batch, channels, height, _ = x.shape
+    x = F.pad(x.flatten(2), (0, height))  # (B, C, H*(W+H))
+    return x.view(batch, channels, height, width + height)[..., :width]
+
+
+def shift_down(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H, W): row r gets row r-1, row 0 zeros."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
+class DiagonalLSTM(LSTM):
+    """One direction: (B, in, H, W) -> hidden states (B, h, H, W); the state at (r, c) depends on
+    inputs at pixels (r' <= r, c' <= c), reading the same pixel through the mask-B conv."""
+
+    def __init__(self, in_features: int, hidden: int, data_channels: int):
+        super().__init__(in_features, hidden, data_channels, 1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
+        batch, _, height, width = x.shape
+        # A 1x1 conv commutes with skewing, and is cheaper on the unskewed map.
+        gates_in = skew(self.input_to_state(x))  # (B, 4h, H, D), D = W+H-1 diagonals
+        # Skewed positions outside the image hold the initial state, so that the pixels of
+        # column 0 see (h0, c0) on their left.
+        inside = skew(x.new_ones(1, 1, height, width)).bool()[0, 0]  # (H, D)
+        h0, c0 = self.h0.expand(batch, -1, height), self.c0.expand(batch, -1, height)
+        h, c = h0, c0  # (B, h, H): states of the previous diagonal, row by row
+        columns = []
+        for gates_col, inside_col in zip(gates_in.unbind(dim=3), inside.unbind(dim=1)):  # (B, 4h, H), (H,)
+            # Zero row on top: the 2x1 kernel at row r reads h[r-1] (above) and h[r] (left).
+            h, c = self.cell(gates_col + self.state_to_state(F.pad(h, (1, 0))), c)
+            h, c = torch.where(inside_col, h, h0), torch.where(inside_col, c, c0)
+            columns.append(h)
+        return unskew(torch.stack(columns, dim=3), width)  # (B, h, H, W)
+
+
+class DiagonalBiLSTMLayer(nn.Module):
+    """(B, in, H, W) -> (B, h, H, W): left-to-right scan plus the down-shifted right-to-left scan."""
+
+    def __init__(self, in_features: int, hidden: int, data_channels: int):
+        super().__init__()
+        self.left_to_right = DiagonalLSTM(in_features, hidden, data_channels)
+        self.right_to_left = DiagonalLSTM(in_features, hidden, data_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
+        left = self.left_to_right(x)  # (B, h, H, W): pixels above-left, and this one
+        # Mirroring is harmless to the 1x1 mask-B input conv; the mirrored state at (r, c) covers
+        # pixels (r' <= r, c' >= c), including the future of row r, hence the shift.
+        right = self.right_to_left(x.flip(3)).flip(3)  # (B, h, H, W)
+        return left + shift_down(right)
+
+
+class DiagonalBiLSTM(PixelRNN):
+    """x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W)."""
+
+    def __init__(self, channels: int, levels: int, hidden: int = 16, layers: int = 2, output_hidden: int = 32):
+        super().__init__(
+            channels, levels, hidden, layers, output_hidden, lambda: DiagonalBiLSTMLayer(2 * hidden, hidden, channels)
+        )

@@ -1,0 +1,115 @@
+"""Masked convolutions and the output stack shared by every architecture.
+
+Implements the masks of *Pixel Recurrent Neural Networks* (van den Oord et al., 2016),
+section 3.4: every feature map is split into one group per image channel (R, G, B), and a
+mask lets a feature of group g at pixel (r, c) read
+
+- every input feature at pixels strictly before (r, c) in raster order, and
+- at (r, c) itself: input groups < g (mask A, first layer) or <= g (mask B, later layers).
+
+So for RGB images the R prediction depends on earlier pixels only, G also on the same pixel's
+R, and B also on R and G. With one image channel the groups collapse to one and the masks are
+the familiar "no centre" (A) / "with centre" (B) masks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def channel_groups(num_features: int, data_channels: int) -> torch.Tensor:
+    """Group index (0..data_channels-1) of each of `num_features` feature maps, contiguous blocks."""
+    if num_features < data_channels:
+        raise ValueError(
+            f"{num_features} feature maps cannot hold {data_channels} channel groups; "
+            f"use at least {data_channels} features"
+        )
+    return torch.arange(num_features) * data_channels // num_features
+
+
+def causal_mask(
+    out_channels: int, in_channels: int, kernel_size: tuple[int, int], data_channels: int, mask_type: str
+) -> torch.Tensor:
+    """The (out, in, kh, kw) 0/1 mask of section 3.4 for a kernel centred on its middle tap."""
+    if mask_type not in ("A", "B"):
+        raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+    kh, kw = kernel_size
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"masked kernels need odd sizes to have a centre, got {kernel_size}")
+    cy, cx = kh // 2, kw // 2
+    mask = torch.zeros(out_channels, in_channels, kh, kw)
+    mask[:, :, :cy, :] = 1  # rows above
+    mask[:, :, cy, :cx] = 1  # same row, to the left
+    out_group = channel_groups(out_channels, data_channels)[:, None]
+    in_group = channel_groups(in_channels, data_channels)[None, :]
+    centre = in_group < out_group if mask_type == "A" else in_group <= out_group
+    mask[:, :, cy, cx] = centre.float()
+    return mask
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A 'same'-padded convolution whose kernel is multiplied by a causal mask on every call.
+
+    Multiplying (rather than zeroing the weights once) keeps the masked taps at exactly zero
+    whatever the optimizer or weight decay does to them, so no gradient can ever leak.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        data_channels: int,
+        mask_type: str = "B",
+        bias: bool = True,
+    ):
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2), bias=bias)
+        self.mask_type = mask_type
+        self.register_buffer(
+            "mask", causal_mask(out_channels, in_channels, (kh, kw), data_channels, mask_type), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", mask={self.mask_type}"
+
+
+class OutputStack(nn.Module):
+    """Table 1's output layers: 2 x (ReLU + 1x1 mask-B conv), then the likelihood's logits.
+
+    levels == 2 gives one Bernoulli logit per channel, (B, C, H, W); otherwise a K-way softmax
+    per channel, (B, K, C, H, W). The last conv lays out its C*K maps channel-major so that the
+    K logits of image channel c all sit in feature group c.
+    """
+
+    def __init__(self, in_features: int, hidden: int, data_channels: int, levels: int):
+        super().__init__()
+        self.data_channels, self.levels = data_channels, levels
+        logits_per_channel = 1 if levels == 2 else levels
+        self.hidden = MaskedConv2d(in_features, hidden, 1, data_channels, "B")
+        self.logits = MaskedConv2d(hidden, data_channels * logits_per_channel, 1, data_channels, "B")
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(F.relu(self.hidden(F.relu(h))))  # (B, C*K, H, W)
+        if self.levels == 2:
+            return logits  # (B, C, H, W)
+        b, _, height, width = logits.shape
+        logits = logits.view(b, self.data_channels, self.levels, height, width)  # (B, C, K, H, W)
+        return logits.transpose(1, 2)  # (B, K, C, H, W)
+
+
+def check_sizes(data_channels: int, levels: int, hidden: int, layers: int) -> None:
+    """Shared argument validation of the architectures, with messages a config author can act on."""
+    if data_channels < 1:
+        raise ValueError(f"channels must be >= 1, got {data_channels}")
+    if levels < 2:
+        raise ValueError(f"levels must be >= 2, got {levels}")
+    if hidden < data_channels:
+        raise ValueError(f"hidden={hidden} is too small to split into {data_channels} channel groups")
+    if layers < 0:
+        raise ValueError(f"layers must be >= 0, got {layers}")

@@ -1,0 +1,91 @@
+"""What the Row LSTM and the Diagonal BiLSTM share (*Pixel Recurrent Neural Networks*, section 3).
+
+Both compute, at every position of a scan (a row, or a diagonal of the image),
+
+    [o, f, i, g] = sigma(K_ss (*) h_prev + K_is (*) x)     (sigmoid for o, f, i; tanh for g)
+    c = f * c_prev + i * g
+    h = o * tanh(c)
+
+with a masked input-to-state conv K_is computed for the whole image up front (section 3.1) and
+a state-to-state conv K_ss that only reads states of strictly earlier pixels. Each layer maps 2h
+feature maps to h and sits in a residual block (Figure 5, right); the net is framed by Table 1's
+7x7 mask-A input conv and output stack, as in PixelCNN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+
+from pixel_lightning.models.layers import MaskedConv2d, OutputStack, causal_mask, check_sizes
+
+
+class LSTM(nn.Module):
+    """The parameters and cell update of one LSTM scan; subclasses define the scan order.
+
+    Gate maps are laid out [o, f, i, g], h maps each. For RGB (section 3.4) each gate keeps the
+    channel-group layout of the h hidden maps: hidden unit u of group G reads, at its own pixel,
+    only input groups <= G. A MaskedConv2d to 4h maps would instead group the 4h maps as one
+    block (all of o in group R, all of g in group B), so it gets the h-map mask once per gate.
+    """
+
+    def __init__(self, in_features: int, hidden: int, data_channels: int, input_kernel, state_kernel: int):
+        super().__init__()
+        self.hidden = hidden
+        self.input_to_state = MaskedConv2d(in_features, 4 * hidden, input_kernel, data_channels, "B")
+        gate_mask = causal_mask(hidden, in_features, self.input_to_state.kernel_size, data_channels, "B")
+        self.input_to_state.mask = gate_mask.repeat(4, 1, 1, 1)  # (4h, in, kh, kw)
+        # Unmasked: it reads only states of earlier pixels, which may depend on any group.
+        self.state_to_state = nn.Conv1d(hidden, 4 * hidden, state_kernel, bias=False)
+        # Learned initial state, broadcast along the scan so that any image size works.
+        self.h0 = nn.Parameter(torch.zeros(hidden, 1))
+        self.c0 = nn.Parameter(torch.zeros(hidden, 1))
+
+    def cell(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """gates (B, 4h, L), previous cell c (B, h, L) -> new hidden and cell states (B, h, L)."""
+        o, f, i = torch.sigmoid(gates[:, : 3 * self.hidden]).chunk(3, dim=1)
+        g = torch.tanh(gates[:, 3 * self.hidden :])
+        c = f * c + i * g
+        return o * torch.tanh(c), c
+
+
+class ResidualLSTM(nn.Module):
+    """Figure 5 (right): an LSTM layer 2h -> h maps, a 1x1 mask-B conv h -> 2h, plus the input."""
+
+    def __init__(self, lstm: nn.Module, hidden: int, data_channels: int):
+        super().__init__()
+        self.lstm = lstm
+        self.expand = MaskedConv2d(hidden, 2 * hidden, 1, data_channels, "B")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 2h, H, W)
+        return x + self.expand(self.lstm(x))
+
+
+class PixelRNN(nn.Module):
+    """Table 1: 7x7 mask-A conv C -> 2h, `layers` residual LSTM layers, output stack.
+
+    x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W).
+    `make_lstm()` builds one LSTM layer mapping 2h feature maps to h.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        levels: int,
+        hidden: int,
+        layers: int,
+        output_hidden: int,
+        make_lstm: Callable[[], nn.Module],
+    ):
+        super().__init__()
+        check_sizes(channels, levels, hidden, layers)
+        self.input_conv = MaskedConv2d(channels, 2 * hidden, 7, channels, "A")
+        self.layers = nn.Sequential(*(ResidualLSTM(make_lstm(), hidden, channels) for _ in range(layers)))
+        self.output = OutputStack(2 * hidden, output_hidden, channels, levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        h = self.input_conv(x)  # (B, 2h, H, W)
+        h = self.layers(h)  # (B, 2h, H, W)
+        return self.output(h)

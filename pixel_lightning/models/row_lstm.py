@@ -1,0 +1,45 @@
+"""Row LSTM, as specified in *Pixel Recurrent Neural Networks* (van den Oord et al., 2016).
+
+Section 3.1: the image is processed one row at a time, top to bottom. The input-to-state part is a
+1 x k mask-B conv along the row, computed for the whole image at once; the state-to-state part is
+an unmasked 1 x k conv of the previous row's hidden state, so row i sees row i-1 and, through it,
+a triangle of rows above (Figure 4, centre). Layers are residual (Figure 5) and framed by Table 1's
+7x7 mask-A input conv and output stack; the paper uses k = 3 and up to 12 layers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pixel_lightning.models.lstm import LSTM, PixelRNN
+
+
+class RowLSTMLayer(LSTM):
+    """(B, in, H, W) feature maps -> hidden states (B, h, H, W), one LSTM step per row."""
+
+    def __init__(self, in_features: int, hidden: int, data_channels: int, kernel: int = 3):
+        super().__init__(in_features, hidden, data_channels, (1, kernel), kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
+        batch, _, _, width = x.shape
+        gates_in = self.input_to_state(x)  # (B, 4h, H, W)
+        pad = self.state_to_state.kernel_size[0] // 2
+        h = self.h0.expand(batch, -1, width)  # (B, h, W): the state of row -1
+        c = self.c0.expand(batch, -1, width)
+        rows = []
+        for gates_row in gates_in.unbind(dim=2):  # (B, 4h, W)
+            h, c = self.cell(gates_row + self.state_to_state(F.pad(h, (pad, pad))), c)
+            rows.append(h)
+        return torch.stack(rows, dim=2)  # (B, h, H, W)
+
+
+class RowLSTM(PixelRNN):
+    """x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W)."""
+
+    def __init__(
+        self, channels: int, levels: int, hidden: int = 16, layers: int = 2, output_hidden: int = 32, kernel: int = 3
+    ):
+        super().__init__(
+            channels, levels, hidden, layers, output_hidden, lambda: RowLSTMLayer(2 * hidden, hidden, channels, kernel)
+        )

@@ -1,0 +1,63 @@
+"""The training pipeline behind `train.py`: build everything from the config, fit, test."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from pixel_lightning.checkpoint import read_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group such as `callbacks` or `logger` (null -> [])."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def finish_wandb(loggers: list[Any]) -> None:
+    """Close the W&B run of this job, so multirun jobs each get their own complete run."""
+    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and test) the configured model; returns the final metrics as floats."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("ckpt_path"):
+        read_checkpoint(cfg.ckpt_path)  # fail early, with a clear message, on a bad resume file
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        if cfg.get("test"):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
+            report_test(metrics, best)
+    finally:
+        finish_wandb(loggers)
+    return metrics
+
+
+def report_test(metrics: dict[str, float], checkpoint: str) -> None:
+    nll, bpd = metrics.get("test/nll", math.nan), metrics.get("test/bpd", math.nan)
+    source = f" (best checkpoint {checkpoint})" if checkpoint else ""
+    print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{source}", flush=True)

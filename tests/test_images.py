@@ -1,0 +1,32 @@
+"""Sample grids: exact pixel placement, level scaling and PNG round trips."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixel_lightning.images import make_grid, save_png, to_uint8
+
+
+def test_levels_map_to_full_intensity_range():
+    assert to_uint8(torch.tensor([0, 1]), 2).tolist() == [0, 255]
+    assert to_uint8(torch.tensor([0, 1, 2, 3]), 4).tolist() == [0, 85, 170, 255]
+    assert to_uint8(torch.arange(256), 256).tolist() == list(range(256))
+
+
+def test_grid_places_each_image_at_its_tile():
+    images = torch.arange(5).view(5, 1, 1, 1).expand(5, 1, 2, 3)  # image i filled with level i
+    grid = make_grid(images, num_levels=256, nrow=3, padding=1)
+    assert grid.shape == (2 * 3 + 1, 3 * 4 + 1, 1)
+    for i in range(5):
+        y, x = 1 + (i // 3) * 3, 1 + (i % 3) * 4
+        assert (grid[y : y + 2, x : x + 3] == i).all()
+    assert (grid[0] == 128).all() and (grid[4:6, 9:12] == 128).all()  # border and the empty 6th tile
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_png_round_trip(tmp_path, channels):
+    images = torch.randint(0, 256, (4, channels, 5, 5))
+    grid = make_grid(images, 256)
+    path = save_png(grid, tmp_path / "sub" / "grid.png")
+    assert np.array_equal(np.array(Image.open(path)).reshape(grid.shape), grid)

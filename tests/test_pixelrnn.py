@@ -1,0 +1,215 @@
+"""Row LSTM and Diagonal BiLSTM: exact causality, dependency fields, skewing, the LSTM equations
+against hand-written loops, row-crop consistency (relied on by the sampler) and sampling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from dependency import assert_causal, dependency_matrix, dimension
+
+from pixel_lightning.models import AutoregressiveImageModel, diagonal_bilstm
+from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM, DiagonalBiLSTMLayer, skew, unskew
+from pixel_lightning.models.row_lstm import RowLSTM, RowLSTMLayer
+
+MODELS = {"row_lstm": RowLSTM, "diagonal_bilstm": DiagonalBiLSTM}
+DATA = [(1, 2), (3, 4)]  # (channels, levels): binary, and RGB with a softmax head
+SHAPES = [(5, 5), (4, 6), (3, 4)]
+
+
+def make(name: str, channels: int, levels: int, seed: int = 0, **sizes) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = MODELS[name](channels, levels, **{"hidden": 12, "layers": 2, **sizes})
+    # Non-zero initial states, so that the boundary handling is exercised too.
+    for p in net.parameters():
+        if p.dim() == 2:
+            torch.nn.init.normal_(p)
+    return net.double()
+
+
+def diagonal_field(channels: int, height: int, width: int) -> torch.Tensor:
+    """The dependency field the Diagonal BiLSTM must have: every earlier dimension but one.
+
+    The last channel of the last pixel of row r-1 enters the net only through the 7x7 mask-A conv
+    at pixels of row r, columns >= W-4 (the mask hides a pixel's last channel from the pixel
+    itself, and the row above ends there). Pixel (r, c) reads row r only up to column c, so for
+    c < W-4 that one dimension is out of reach; every other earlier dimension is in.
+    """
+    n = height * width * channels
+    field = torch.ones(n, n, dtype=torch.bool).tril(-1)
+    for row in range(1, height):
+        blind = dimension(row - 1, width - 1, channels - 1, width, channels)
+        for col in range(width - 4):
+            for ch in range(channels):
+                field[dimension(row, col, ch, width, channels), blind] = False
+    return field
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels,levels", DATA)
+@pytest.mark.parametrize("height,width", SHAPES)
+def test_causal(name, channels, levels, height, width):
+    deps = assert_causal(make(name, channels, levels), channels, height, width)
+    if name == "diagonal_bilstm":
+        expected = diagonal_field(channels, height, width)
+        assert torch.equal(deps, expected), f"field differs at {(deps ^ expected).nonzero()[:5].tolist()}"
+
+
+def test_diagonal_field_is_complete_when_the_input_conv_spans_the_row():
+    # Width <= 4: the 7x7 conv reaches the end of the previous row from column 0 on.
+    deps = assert_causal(make("diagonal_bilstm", 3, 4), 3, 4, 4)
+    assert deps.equal(torch.ones_like(deps).tril(-1))
+
+
+def test_diagonal_leaks_without_the_down_shift(monkeypatch):
+    monkeypatch.setattr(diagonal_bilstm, "shift_down", lambda x: x)
+    deps, _ = dependency_matrix(make("diagonal_bilstm", 1, 2, layers=1), 1, 4, 4)
+    # The right-to-left state at (r, c) has read the pixels right of it: (r, c) sees (r, c+1).
+    assert deps[dimension(2, 1, 0, 4, 1), dimension(2, 2, 0, 4, 1)]
+    with pytest.raises(AssertionError, match="leak"):
+        assert_causal(make("diagonal_bilstm", 1, 2, layers=1), 1, 4, 4)
+
+
+def test_skew_layout():
+    x = torch.arange(1.0, 7.0).view(1, 1, 2, 3)
+    expected = torch.tensor([[1.0, 2.0, 3.0, 0.0], [0.0, 4.0, 5.0, 6.0]])
+    assert torch.equal(skew(x)[0, 0], expected)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (1, 2, 3, 5), (2, 1, 5, 2), (1, 1, 1, 4), (1, 1, 4, 1), (3, 2, 7, 3)])
+def test_skew_round_trip(shape):
+    x = torch.randn(shape)
+    skewed = skew(x)
+    height, width = shape[2:]
+    assert skewed.shape == (*shape[:2], height, width + height - 1)
+    assert torch.equal(unskew(skewed, width), x)
+    for r in range(height):  # row r moved right by r, zeros around it
+        assert torch.equal(skewed[:, :, r, r : r + width], x[:, :, r])
+        assert not skewed[:, :, r, :r].any() and not skewed[:, :, r, r + width :].any()
+
+
+# ---- the LSTM equations, against loops over pixels written straight from the paper -----------
+
+
+def sigmoid(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def randomise(layer: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p)
+    return layer.double()
+
+
+def lstm_cell(pre: list[float], c_prev: float) -> tuple[float, float]:
+    """Gates in the order o, f, i, g."""
+    o, f, i, g = sigmoid(pre[0]), sigmoid(pre[1]), sigmoid(pre[2]), math.tanh(pre[3])
+    c = f * c_prev + i * g
+    return o * math.tanh(c), c
+
+
+def test_row_lstm_layer_matches_loops():
+    hidden, height, width, k = 2, 3, 3, 3
+    layer = randomise(RowLSTMLayer(1, hidden, 1, k))
+    x = torch.randn(1, 1, height, width, dtype=torch.float64)
+    w_is = layer.input_to_state.weight.tolist()  # (4h, 1, 1, k)
+    bias = layer.input_to_state.bias.tolist()
+    w_ss = layer.state_to_state.weight.tolist()  # (4h, h, k)
+    h_prev = [[layer.h0[u, 0].item()] * width for u in range(hidden)]
+    c_prev = [[layer.c0[u, 0].item()] * width for u in range(hidden)]
+    img = x[0, 0].tolist()
+    expected = []
+    for r in range(height):
+        h_row, c_row = [[0.0] * width for _ in range(hidden)], [[0.0] * width for _ in range(hidden)]
+        for col in range(width):
+            for u in range(hidden):
+                pre = []
+                for gate in range(4):
+                    q = gate * hidden + u
+                    s = bias[q]
+                    for t in range(k // 2 + 1):  # mask B: pixels to the left, and this one
+                        if col + t - k // 2 >= 0:
+                            s += w_is[q][0][0][t] * img[r][col + t - k // 2]
+                    for v in range(hidden):  # previous row, unmasked, zero-padded at the ends
+                        for t in range(k):
+                            if 0 <= col + t - k // 2 < width:
+                                s += w_ss[q][v][t] * h_prev[v][col + t - k // 2]
+                    pre.append(s)
+                h_row[u][col], c_row[u][col] = lstm_cell(pre, c_prev[u][col])
+        expected.append(h_row)
+        h_prev, c_prev = h_row, c_row
+    expected = torch.tensor(expected, dtype=torch.float64).permute(1, 0, 2)  # (h, H, W)
+    torch.testing.assert_close(layer(x)[0], expected, rtol=1e-12, atol=1e-12)
+
+
+def diagonal_loops(lstm, img: list[list[float]], step: int) -> list[list[list[float]]]:
+    """States (H, W, h) of one direction: step = -1 reads the left neighbour, +1 the right one."""
+    hidden, height, width = lstm.hidden, len(img), len(img[0])
+    w_is = lstm.input_to_state.weight.tolist()  # (4h, 1, 1, 1)
+    bias = lstm.input_to_state.bias.tolist()
+    w_ss = lstm.state_to_state.weight.tolist()  # (4h, h, 2): tap 0 above, tap 1 beside
+    h0, c0 = lstm.h0[:, 0].tolist(), lstm.c0[:, 0].tolist()
+    h = [[None] * width for _ in range(height)]
+    c = [[None] * width for _ in range(height)]
+    cols = range(width) if step == -1 else range(width - 1, -1, -1)
+    for r in range(height):
+        for col in cols:
+            above = h[r - 1][col] if r > 0 else [0.0] * hidden  # zero padding on top
+            inside = 0 <= col + step < width
+            beside = h[r][col + step] if inside else h0  # learned initial state
+            c_beside = c[r][col + step] if inside else c0
+            h[r][col], c[r][col] = [0.0] * hidden, [0.0] * hidden
+            for u in range(hidden):
+                pre = []
+                for gate in range(4):
+                    q = gate * hidden + u
+                    s = bias[q] + w_is[q][0][0][0] * img[r][col]
+                    s += sum(w_ss[q][v][0] * above[v] + w_ss[q][v][1] * beside[v] for v in range(hidden))
+                    pre.append(s)
+                h[r][col][u], c[r][col][u] = lstm_cell(pre, c_beside[u])
+    return h
+
+
+def test_diagonal_bilstm_layer_matches_loops():
+    hidden, height, width = 2, 3, 4
+    layer = randomise(DiagonalBiLSTMLayer(1, hidden, 1))
+    x = torch.randn(1, 1, height, width, dtype=torch.float64)
+    img = x[0, 0].tolist()
+    left = torch.tensor(diagonal_loops(layer.left_to_right, img, -1), dtype=torch.float64)  # (H, W, h)
+    right = torch.tensor(diagonal_loops(layer.right_to_left, img, +1), dtype=torch.float64)
+    torch.testing.assert_close(layer.left_to_right(x)[0].permute(1, 2, 0), left, rtol=1e-12, atol=1e-12)
+    expected = left.clone()
+    expected[1:] += right[:-1]  # right-to-left states shifted down a row
+    torch.testing.assert_close(layer(x)[0].permute(1, 2, 0), expected, rtol=1e-12, atol=1e-12)
+
+
+# ---- what the sampler relies on --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels,levels", DATA)
+def test_row_crop_consistency(name, channels, levels):
+    net = make(name, channels, levels).eval()
+    x = torch.rand(2, channels, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        full = net(x)
+        for r in range(5):
+            torch.testing.assert_close(net(x[:, :, : r + 1]), full[..., : r + 1, :], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "target,channels,levels",
+    [("pixel_lightning.models.row_lstm.RowLSTM", 1, 2), ("pixel_lightning.models.diagonal_bilstm.DiagonalBiLSTM", 3, 4)],
+)
+def test_sampling(target, channels, levels):
+    torch.manual_seed(0)
+    model = AutoregressiveImageModel(
+        net={"_target_": target, "channels": channels, "levels": levels, "hidden": 12, "layers": 1},
+        optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
+        data={"channels": channels, "height": 6, "width": 6, "levels": levels},
+    )
+    samples = model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (2, channels, 6, 6) and samples.dtype == torch.long
+    assert samples.min() >= 0 and samples.max() < levels
