@@ -5,9 +5,10 @@ Every model gets the same hidden size h and number of layers, on binarized-MNIST
 is the real training path: AutoregressiveImageModel.log_prob, backward, Adam step.
 
 Prints one JSON line per (model, data). Each pair runs in a fresh process so that its peak memory
-is its own: on CUDA `torch.cuda.max_memory_allocated`; on CPU the growth of the process's max RSS
-(`getrusage`) over the steps, i.e. activations, gradients and optimizer state but not the weights,
-libraries or data (`memory` names which one was used).
+is its own. Throughput comes from the median step. Peak memory: on CUDA
+`torch.cuda.max_memory_allocated`; on CPU the growth of the process's max RSS (`getrusage`) over
+the steps, i.e. activations, gradients and optimizer state but not the weights, libraries or data
+(`memory` names which one was used).
 
     python benchmarks/throughput.py                                  # CPU-sized defaults
     python benchmarks/throughput.py --device cuda --hidden 64 --layers 7 --batch-size 64 --steps 20
@@ -19,6 +20,7 @@ import argparse
 import json
 import multiprocessing
 import resource
+import statistics
 import time
 
 import torch
@@ -44,6 +46,8 @@ def measure(job: tuple[str, str, argparse.Namespace]) -> dict:
     model_name, data_name, args = job
     torch.manual_seed(0)
     device, data = torch.device(args.device), DATA[data_name]
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
     net = {"_target_": MODELS[model_name], "channels": data["channels"], "levels": data["levels"]}
     net.update(hidden=args.hidden, layers=args.layers)
     model = AutoregressiveImageModel(net, {"_target_": "torch.optim.Adam", "lr": 1e-3}, data).to(device)
@@ -63,14 +67,15 @@ def measure(job: tuple[str, str, argparse.Namespace]) -> dict:
     rss_before = max_rss_mb()
     for _ in range(args.warmup):
         step()
-    if cuda:
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(args.steps):
+        if cuda:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
         step()
-    if cuda:
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
+        if cuda:
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else max_rss_mb() - rss_before
     return {
         "model": model_name,
@@ -79,7 +84,8 @@ def measure(job: tuple[str, str, argparse.Namespace]) -> dict:
         "layers": args.layers,
         "params": sum(p.numel() for p in model.parameters()),
         "batch_size": args.batch_size,
-        "train_images_per_s": round(args.batch_size * args.steps / elapsed, 2),
+        # The median step: robust to other processes briefly taking the (shared) CPU cores.
+        "train_images_per_s": round(args.batch_size / statistics.median(times), 2),
         "peak_memory_mb": round(peak, 1),
         "memory": "cuda_max_allocated" if cuda else "cpu_max_rss_growth",
         "device": device.type,
@@ -91,9 +97,12 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=16, help="h: every model carries 2h feature maps")
     parser.add_argument("--layers", type=int, default=2, help="residual blocks / LSTM layers")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    # One thread by default: on a CPU shared with other jobs, OpenMP threads waiting on each other
+    # slow the many small ops of the recurrent models down erratically.
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (ignored on CUDA)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--data", nargs="+", choices=list(DATA), default=list(DATA))
     args = parser.parse_args()

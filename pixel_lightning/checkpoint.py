@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,12 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as err:
-        if "weights_only" not in str(err) and "Weights only" not in str(err):
+        refused = re.search(r"(GLOBAL \S+|\S+ was not an allowed global)", str(err))
+        if not refused:  # garbage bytes also fail as an unpickling error
             raise _unreadable(path, err) from err
         raise CheckpointError(
             f"Checkpoint '{path}' holds Python objects that a weights-only load refuses to run "
-            f"({str(err).splitlines()[0]}). If you trust where the file came from, pass "
+            f"({refused.group(1)}). If you trust where the file came from, pass "
             "trust_checkpoint=true to load it with full pickle; otherwise do not use it."
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:

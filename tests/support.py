@@ -32,3 +32,52 @@ def tiny_model(channels: int = 1, levels: int = 2, height: int = 4, width: int =
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
         data={"channels": channels, "height": height, "width": width, "levels": levels},
     )
+
+
+def wandb_records(run_dir: Path):
+    """Decode the records of an offline W&B run file (`run-*.wandb`).
+
+    The file is a LevelDB-style log: a 7-byte header (":W&B", magic, version), then 32 KiB
+    blocks of chunks, each with a 7-byte header (crc32, length, type) and a piece of one
+    protobuf `Record`; type 1 is a whole record, 2/3/4 its first/middle/last piece.
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    pos, pieces = 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too little room left in the block for a chunk header
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:  # zero padding up to the end of the block
+            pos += block - pos % block
+            continue
+        pieces += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pieces)
+            pieces = b""
+            yield record
+
+
+def wandb_logged(run_dir: Path) -> dict[str, list]:
+    """Config keys, history keys, summary values and whether the run exited, from its run file."""
+    logged = {"config": set(), "history": set(), "summary": {}, "exited": False}
+    for record in wandb_records(run_dir):
+        kind = record.WhichOneof("record_type")
+        if kind == "config":
+            logged["config"] |= {item.key for item in record.config.update}
+        elif kind == "history":
+            logged["history"] |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+        elif kind == "summary":
+            for item in record.summary.update:
+                logged["summary"][item.key or "/".join(item.nested_key)] = item.value_json
+        elif kind == "exit":
+            logged["exited"] = True
+    return logged

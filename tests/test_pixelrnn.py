@@ -15,7 +15,7 @@ from pixel_lightning.models.row_lstm import RowLSTM, RowLSTMLayer
 
 MODELS = {"row_lstm": RowLSTM, "diagonal_bilstm": DiagonalBiLSTM}
 DATA = [(1, 2), (3, 4)]  # (channels, levels): binary, and RGB with a softmax head
-SHAPES = [(5, 5), (4, 6), (3, 4)]
+SHAPES = [(5, 5), (4, 6), (3, 4), (3, 9)]  # 3x9: wider than the 7x7 input conv reaches
 
 
 def make(name: str, channels: int, levels: int, seed: int = 0, **sizes) -> torch.nn.Module:
@@ -28,16 +28,21 @@ def make(name: str, channels: int, levels: int, seed: int = 0, **sizes) -> torch
     return net.double()
 
 
-def diagonal_field(channels: int, height: int, width: int) -> torch.Tensor:
-    """The dependency field the Diagonal BiLSTM must have: every earlier dimension but one.
-
-    The last channel of the last pixel of row r-1 enters the net only through the 7x7 mask-A conv
-    at pixels of row r, columns >= W-4 (the mask hides a pixel's last channel from the pixel
-    itself, and the row above ends there). Pixel (r, c) reads row r only up to column c, so for
-    c < W-4 that one dimension is out of reach; every other earlier dimension is in.
-    """
+def full_field(channels: int, height: int, width: int) -> torch.Tensor:
+    """D[d, e] True exactly for e < d: every earlier dimension, nothing else."""
     n = height * width * channels
-    field = torch.ones(n, n, dtype=torch.bool).tril(-1)
+    return torch.ones(n, n, dtype=torch.bool).tril(-1)
+
+
+def gapped_field(channels: int, height: int, width: int) -> torch.Tensor:
+    """The field of the Diagonal BiLSTM without its raw-image term: every earlier dimension but one.
+
+    The last channel of the last pixel of row r-1 then enters the net only through the 7x7 mask-A
+    conv at pixels of row r, columns >= W-4 (the mask hides a pixel's last channel from the pixel
+    itself, and the row above ends there). Pixel (r, c) reads row r only up to column c, so for
+    c < W-4 that one dimension is out of reach.
+    """
+    field = full_field(channels, height, width)
     for row in range(1, height):
         blind = dimension(row - 1, width - 1, channels - 1, width, channels)
         for col in range(width - 4):
@@ -46,20 +51,32 @@ def diagonal_field(channels: int, height: int, width: int) -> torch.Tensor:
     return field
 
 
+def assert_field(deps: torch.Tensor, expected: torch.Tensor) -> None:
+    assert torch.equal(deps, expected), f"field differs at {(deps ^ expected).nonzero()[:5].tolist()}"
+
+
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("channels,levels", DATA)
 @pytest.mark.parametrize("height,width", SHAPES)
 def test_causal(name, channels, levels, height, width):
     deps = assert_causal(make(name, channels, levels), channels, height, width)
-    if name == "diagonal_bilstm":
-        expected = diagonal_field(channels, height, width)
-        assert torch.equal(deps, expected), f"field differs at {(deps ^ expected).nonzero()[:5].tolist()}"
+    if name == "diagonal_bilstm":  # the whole past (Figure 4), on any width
+        assert_field(deps, full_field(channels, height, width))
 
 
-def test_diagonal_field_is_complete_when_the_input_conv_spans_the_row():
-    # Width <= 4: the 7x7 conv reaches the end of the previous row from column 0 on.
-    deps = assert_causal(make("diagonal_bilstm", 3, 4), 3, 4, 4)
-    assert deps.equal(torch.ones_like(deps).tril(-1))
+@pytest.mark.parametrize("channels,levels", DATA)
+def test_diagonal_needs_the_raw_image_term(channels, levels):
+    net = make("diagonal_bilstm", channels, levels)
+    # Only the first layer's right-to-left scan has it.
+    terms = [(layer.lstm.left_to_right.image_to_state, layer.lstm.right_to_left.image_to_state) for layer in net.layers]
+    assert [(a is None, b is None) for a, b in terms] == [(True, False), (True, True)]
+    with torch.no_grad():
+        net.layers[0].lstm.right_to_left.image_to_state.weight.zero_()
+    height, width = 3, 9  # wide: the 7x7 input conv no longer spans the previous row
+    deps = assert_causal(net, channels, height, width)
+    with pytest.raises(AssertionError, match="field differs"):
+        assert_field(deps, full_field(channels, height, width))
+    assert_field(deps, gapped_field(channels, height, width))
 
 
 def test_diagonal_leaks_without_the_down_shift(monkeypatch):
@@ -144,12 +161,16 @@ def test_row_lstm_layer_matches_loops():
     torch.testing.assert_close(layer(x)[0], expected, rtol=1e-12, atol=1e-12)
 
 
-def diagonal_loops(lstm, img: list[list[float]], step: int) -> list[list[list[float]]]:
-    """States (H, W, h) of one direction: step = -1 reads the left neighbour, +1 the right one."""
+def diagonal_loops(lstm, img: list[list[float]], step: int, raw=None) -> list[list[list[float]]]:
+    """States (H, W, h) of one direction: step = -1 reads the left neighbour, +1 the right one.
+
+    raw (C, H, W): the raw image, read unmasked at the same pixel if the direction has that term.
+    """
     hidden, height, width = lstm.hidden, len(img), len(img[0])
     w_is = lstm.input_to_state.weight.tolist()  # (4h, 1, 1, 1)
     bias = lstm.input_to_state.bias.tolist()
     w_ss = lstm.state_to_state.weight.tolist()  # (4h, h, 2): tap 0 above, tap 1 beside
+    w_img = None if lstm.image_to_state is None else lstm.image_to_state.weight.tolist()  # (4h, C, 1, 1)
     h0, c0 = lstm.h0[:, 0].tolist(), lstm.c0[:, 0].tolist()
     h = [[None] * width for _ in range(height)]
     c = [[None] * width for _ in range(height)]
@@ -166,6 +187,8 @@ def diagonal_loops(lstm, img: list[list[float]], step: int) -> list[list[list[fl
                 for gate in range(4):
                     q = gate * hidden + u
                     s = bias[q] + w_is[q][0][0][0] * img[r][col]
+                    if w_img is not None:  # every channel of the raw pixel, no mask
+                        s += sum(w_img[q][k][0][0] * raw[k][r][col] for k in range(len(raw)))
                     s += sum(w_ss[q][v][0] * above[v] + w_ss[q][v][1] * beside[v] for v in range(hidden))
                     pre.append(s)
                 h[r][col][u], c[r][col][u] = lstm_cell(pre, c_beside[u])
@@ -173,16 +196,17 @@ def diagonal_loops(lstm, img: list[list[float]], step: int) -> list[list[list[fl
 
 
 def test_diagonal_bilstm_layer_matches_loops():
-    hidden, height, width = 2, 3, 4
-    layer = randomise(DiagonalBiLSTMLayer(1, hidden, 1))
+    hidden, height, width, image_channels = 2, 3, 4, 3
+    layer = randomise(DiagonalBiLSTMLayer(1, hidden, 1, image_channels))
     x = torch.randn(1, 1, height, width, dtype=torch.float64)
-    img = x[0, 0].tolist()
+    image = torch.randn(1, image_channels, height, width, dtype=torch.float64)
+    img, raw = x[0, 0].tolist(), image[0].tolist()
     left = torch.tensor(diagonal_loops(layer.left_to_right, img, -1), dtype=torch.float64)  # (H, W, h)
-    right = torch.tensor(diagonal_loops(layer.right_to_left, img, +1), dtype=torch.float64)
+    right = torch.tensor(diagonal_loops(layer.right_to_left, img, +1, raw), dtype=torch.float64)
     torch.testing.assert_close(layer.left_to_right(x)[0].permute(1, 2, 0), left, rtol=1e-12, atol=1e-12)
     expected = left.clone()
     expected[1:] += right[:-1]  # right-to-left states shifted down a row
-    torch.testing.assert_close(layer(x)[0].permute(1, 2, 0), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer(x, image)[0].permute(1, 2, 0), expected, rtol=1e-12, atol=1e-12)
 
 
 # ---- what the sampler relies on --------------------------------------------------------------
@@ -201,7 +225,10 @@ def test_row_crop_consistency(name, channels, levels):
 
 @pytest.mark.parametrize(
     "target,channels,levels",
-    [("pixel_lightning.models.row_lstm.RowLSTM", 1, 2), ("pixel_lightning.models.diagonal_bilstm.DiagonalBiLSTM", 3, 4)],
+    [
+        ("pixel_lightning.models.row_lstm.RowLSTM", 1, 2),
+        ("pixel_lightning.models.diagonal_bilstm.DiagonalBiLSTM", 3, 4),
+    ],
 )
 def test_sampling(target, channels, levels):
     torch.manual_seed(0)

@@ -8,9 +8,20 @@ pixel above-left of it. A second LSTM scans the mirrored image (above-right); it
 down by one row, so that it covers only earlier rows, and added: together they cover the whole
 past (Figure 4, right). Layers are residual (Figure 5) and framed by Table 1's 7x7 mask-A input
 conv and output stack.
+
+Deviation from the paper. Figure 4 claims the whole past, but with the mask-A input conv the last
+channel of the last pixel of row r-1 is in no feature of row r-1 (the mask hides a pixel's own
+last channel, and nothing lies right of it), so it is out of reach for pixels of row r more than
+3 columns from the right edge. We close that gap by giving the right-to-left direction of the
+first layer one extra input-to-state term, an unmasked 1x1 conv of the raw image x
+(`image_to_state`): it carries x[r-1, W-1, :] leftwards along row r-1, and the down-shift makes
+it legal, since that direction may see every channel of every pixel of its own row. Deeper
+layers inherit the full field from the first, so they do without it.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn as nn
@@ -41,15 +52,24 @@ def shift_down(x: torch.Tensor) -> torch.Tensor:
 
 class DiagonalLSTM(LSTM):
     """One direction: (B, in, H, W) -> hidden states (B, h, H, W); the state at (r, c) depends on
-    inputs at pixels (r' <= r, c' <= c), reading the same pixel through the mask-B conv."""
+    inputs at pixels (r' <= r, c' <= c), reading the same pixel through the mask-B conv.
 
-    def __init__(self, in_features: int, hidden: int, data_channels: int):
+    With `image_channels` > 0 it also reads the raw image (B, image_channels, H, W) through an
+    unmasked 1x1 conv, so it sees every channel of the same pixel: only for a direction whose
+    output is shifted down a row (see the module docstring).
+    """
+
+    def __init__(self, in_features: int, hidden: int, data_channels: int, image_channels: int = 0):
         super().__init__(in_features, hidden, data_channels, 1, 2)
+        self.image_to_state = nn.Conv2d(image_channels, 4 * hidden, 1, bias=False) if image_channels else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)
         batch, _, height, width = x.shape
         # A 1x1 conv commutes with skewing, and is cheaper on the unskewed map.
-        gates_in = skew(self.input_to_state(x))  # (B, 4h, H, D), D = W+H-1 diagonals
+        gates_in = self.input_to_state(x)  # (B, 4h, H, W)
+        if self.image_to_state is not None:
+            gates_in = gates_in + self.image_to_state(image)
+        gates_in = skew(gates_in)  # (B, 4h, H, D), D = W+H-1 diagonals
         # Skewed positions outside the image hold the initial state, so that the pixels of
         # column 0 see (h0, c0) on their left.
         inside = skew(x.new_ones(1, 1, height, width)).bool()[0, 0]  # (H, D)
@@ -65,25 +85,43 @@ class DiagonalLSTM(LSTM):
 
 
 class DiagonalBiLSTMLayer(nn.Module):
-    """(B, in, H, W) -> (B, h, H, W): left-to-right scan plus the down-shifted right-to-left scan."""
+    """(B, in, H, W) -> (B, h, H, W): left-to-right scan plus the down-shifted right-to-left scan.
 
-    def __init__(self, in_features: int, hidden: int, data_channels: int):
+    With `image_channels` > 0 the right-to-left scan also reads the raw image passed to `forward`.
+    """
+
+    def __init__(self, in_features: int, hidden: int, data_channels: int, image_channels: int = 0):
         super().__init__()
         self.left_to_right = DiagonalLSTM(in_features, hidden, data_channels)
-        self.right_to_left = DiagonalLSTM(in_features, hidden, data_channels)
+        self.right_to_left = DiagonalLSTM(in_features, hidden, data_channels, image_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)
         left = self.left_to_right(x)  # (B, h, H, W): pixels above-left, and this one
-        # Mirroring is harmless to the 1x1 mask-B input conv; the mirrored state at (r, c) covers
-        # pixels (r' <= r, c' >= c), including the future of row r, hence the shift.
-        right = self.right_to_left(x.flip(3)).flip(3)  # (B, h, H, W)
+        # Mirroring is harmless to the 1x1 input convs; the mirrored state at (r, c) covers pixels
+        # (r' <= r, c' >= c), including the future of row r, hence the shift.
+        right = self.right_to_left(x.flip(3), None if image is None else image.flip(3)).flip(3)  # (B, h, H, W)
         return left + shift_down(right)
 
 
 class DiagonalBiLSTM(PixelRNN):
-    """x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W)."""
+    """x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W).
+
+    Only the first layer's right-to-left scan reads the raw image x (module docstring).
+    """
 
     def __init__(self, channels: int, levels: int, hidden: int = 16, layers: int = 2, output_hidden: int = 32):
+        index = itertools.count()
         super().__init__(
-            channels, levels, hidden, layers, output_hidden, lambda: DiagonalBiLSTMLayer(2 * hidden, hidden, channels)
+            channels,
+            levels,
+            hidden,
+            layers,
+            output_hidden,
+            lambda: DiagonalBiLSTMLayer(2 * hidden, hidden, channels, channels if next(index) == 0 else 0),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        h = self.input_conv(x)  # (B, 2h, H, W)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, image=x) if i == 0 else layer(h)  # (B, 2h, H, W)
+        return self.output(h)

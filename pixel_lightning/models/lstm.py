@@ -31,7 +31,9 @@ class LSTM(nn.Module):
     block (all of o in group R, all of g in group B), so it gets the h-map mask once per gate.
     """
 
-    def __init__(self, in_features: int, hidden: int, data_channels: int, input_kernel, state_kernel: int):
+    def __init__(
+        self, in_features: int, hidden: int, data_channels: int, input_kernel: int | tuple[int, int], state_kernel: int
+    ):
         super().__init__()
         self.hidden = hidden
         self.input_to_state = MaskedConv2d(in_features, 4 * hidden, input_kernel, data_channels, "B")
@@ -59,8 +61,9 @@ class ResidualLSTM(nn.Module):
         self.lstm = lstm
         self.expand = MaskedConv2d(hidden, 2 * hidden, 1, data_channels, "B")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 2h, H, W)
-        return x + self.expand(self.lstm(x))
+    def forward(self, x: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:  # (B, 2h, H, W)
+        # `inputs`: extra keyword inputs of the LSTM layer (the Diagonal BiLSTM's raw image).
+        return x + self.expand(self.lstm(x, **inputs))
 
 
 class PixelRNN(nn.Module):

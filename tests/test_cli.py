@@ -1,0 +1,131 @@
+"""train.py and sample.py end to end, in subprocesses, as a user runs them.
+
+One smoke training run (module-scoped) feeds the checks of its outputs, sampling, completion
+and resuming. User mistakes must give a one-paragraph message and no traceback.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from support import REPO, real_data_dir, requires_data, wandb_logged
+
+
+def run(script: str, *overrides: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *overrides],
+        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """`python train.py debug=smoke` with the default wandb logger (offline)."""
+    if real_data_dir() is None:
+        pytest.skip("PIXEL_DATA_DIR is not set: point it at a folder with the datasets (e.g. ../shared/data)")
+    out = tmp_path_factory.mktemp("smoke")
+    result = run("train.py", "debug=smoke", f"hydra.run.dir={out}", env={"WANDB_MODE": "offline"})
+    assert_ok(result)
+    return out, result
+
+
+def test_smoke_training_prints_test_metrics_and_leaves_its_outputs(smoke_run):
+    out, result = smoke_run
+    assert "Test NLL:" in result.stdout and "bits/dim" in result.stdout
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((out / "checkpoints").glob("epoch_*.ckpt"))) == 1
+    grids = sorted((out / "samples").glob("*.png"))
+    assert [g.name for g in grids] == ["epoch_000.png"]
+    assert Image.open(grids[0]).size == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)  # 4 samples, 2x2 grid, 2px padding
+
+
+def test_wandb_offline_run_holds_the_config_the_metrics_and_the_image(smoke_run):
+    out, _ = smoke_run
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "exactly one finished offline run per job"
+    assert list((runs[0] / "files" / "media" / "images").glob("samples_*.png")), "the sample grid file is missing"
+    logged = wandb_logged(runs[0])
+    assert logged["exited"], "the run was not finished"
+    assert {"data", "model", "trainer", "optimizer"} <= logged["config"]  # the resolved config
+    assert {"samples/filenames", "train/loss", "val/nll", "val/bpd", "test/nll", "test/bpd"} <= logged["history"]
+    nll, bpd = float(logged["summary"]["test/nll"]), float(logged["summary"]["test/bpd"])
+    assert nll == pytest.approx(bpd * 784 * np.log(2), rel=1e-5)
+
+
+def test_checkpoint_loads_weights_only_and_scores_like_the_run(smoke_run):
+    out, _ = smoke_run
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["data"]["levels"] == 2
+
+
+def test_sample_writes_grid_and_levels(smoke_run, tmp_path):
+    out, _ = smoke_run
+    result = run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "num_samples=4", "save_npy=true",
+                 f"hydra.run.dir={tmp_path}")
+    assert_ok(result)
+    levels = np.load(tmp_path / "samples.npy")
+    assert levels.shape == (4, 1, 28, 28) and set(np.unique(levels)) <= {0, 1}
+    assert (tmp_path / "samples.png").is_file()
+
+
+def test_completion_keeps_the_visible_half_of_test_images(smoke_run, tmp_path):
+    out, _ = smoke_run
+    result = run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "mode=complete", "completion.num_images=2",
+                 "completion.samples_per_image=2", "save_npy=true", f"hydra.run.dir={tmp_path}")
+    assert_ok(result)
+    rows = np.load(tmp_path / "completes.npy").reshape(2, 4, 1, 28, 28)  # [occluded, 2 completions, original]
+    for occluded, first, second, original in rows:
+        assert (occluded[:, 14:] == 0).all() and (occluded[:, :14] == original[:, :14]).all()
+        assert (first[:, :14] == original[:, :14]).all() and (second[:, :14] == original[:, :14]).all()
+
+
+def test_training_resumes_from_the_last_checkpoint(smoke_run, tmp_path):
+    out, _ = smoke_run
+    result = run("train.py", "debug=smoke", "logger=csv", "trainer.max_epochs=2", "test=false",
+                 f"ckpt_path={out}/checkpoints/last.ckpt", f"hydra.run.dir={tmp_path}")
+    assert_ok(result)
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 10  # 5 batches of epoch 0 kept, 5 more
+
+
+@requires_data
+def test_user_mistakes_get_one_paragraph_and_no_traceback(tmp_path):
+    assert_user_error(run("train.py", "model=nope", f"hydra.run.dir={tmp_path}/a"), "model/nope", "pixelcnn")
+    assert_user_error(
+        run("train.py", "logger=csv", f"hydra.run.dir={tmp_path}/b", env={"PIXEL_DATA_DIR": "/nonexistent"}),
+        "binarized_mnist_train.amat", "/nonexistent", "PIXEL_DATA_DIR",
+    )
+    assert not Path("/nonexistent").exists()
+    assert_user_error(run("sample.py", "ckpt_path=/nonexistent", f"hydra.run.dir={tmp_path}/c"),
+                      "No checkpoint file", "ckpt_path=")
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_user_error(run("train.py", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path}/d"), "truncated or corrupt")
+
+
+@requires_data
+def test_a_failing_multirun_job_is_recorded_and_the_others_finish(tmp_path):
+    result = run("train.py", "-m", "debug=smoke", "logger=csv", "callbacks.sample_grid.num_samples=1",
+                 "trainer.limit_train_batches=1", "optimizer.lr=-1,0.001", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Invalid learning rate" in (tmp_path / "0" / "failure.txt").read_text()
+    assert not (tmp_path / "1" / "failure.txt").exists()
+    assert (tmp_path / "1" / "checkpoints" / "last.ckpt").is_file()
+    assert "1 job(s) failed" in result.stderr

@@ -1,0 +1,75 @@
+"""Every config in conf/ composes, resolves, and builds what it describes."""
+
+from pathlib import Path
+
+import hydra
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+from support import REPO
+
+import pixel_lightning  # noqa: F401  (registers the resolvers)
+
+CONF = REPO / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.resolve(cfg)  # every interpolation must resolve
+    return cfg
+
+
+@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("model", options("model"))
+def test_each_model_builds_for_each_dataset(data, model, tmp_path):
+    cfg = compose_train([f"data={data}", f"model={model}"], tmp_path)
+    module = hydra.utils.instantiate(cfg.model)
+    assert module.image_shape == (cfg.data.channels, cfg.data.height, cfg.data.width)
+    assert module.levels == cfg.data.levels == (2 if data == "binarized_mnist" else 256)
+    assert type(module.net).__module__ == f"pixel_lightning.models.{model}"
+
+
+@pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "optimizer", "debug", "experiment"])
+def test_every_option_of_every_group_composes(group, tmp_path):
+    assert options(group), f"conf/{group} is empty"
+    for option in options(group):
+        cfg = compose_train([f"{group}={option}"], tmp_path)
+        assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+
+
+def test_experiments_build_their_models(tmp_path):
+    for experiment in options("experiment"):
+        cfg = compose_train([f"experiment={experiment}"], tmp_path)
+        module = hydra.utils.instantiate(cfg.model)
+        assert sum(p.numel() for p in module.parameters()) > 0
+
+
+def test_cpu_trainer_and_callbacks_instantiate(tmp_path):
+    cfg = compose_train(["trainer=cpu", "logger=csv"], tmp_path)
+    callbacks = [hydra.utils.instantiate(c) for c in cfg.callbacks.values()]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    assert type(trainer.strategy.checkpoint_io).__name__ == "AtomicCheckpointIO"
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_mnist_bits_and_binarization_set_the_levels(tmp_path):
+    assert compose_train(["data=mnist", "data.bits=3"], tmp_path).data.levels == 8
+    assert compose_train(["data=mnist", "data.binarize=dynamic"], tmp_path).data.levels == 2
+    assert compose_train(["data=cifar10", "data.bits=5"], tmp_path).model.net.levels == 32
+
+
+def test_sample_config_composes(tmp_path):
+    cfg = compose_train(["ckpt_path=x.ckpt"], tmp_path, config_name="sample")
+    assert cfg.mode == "sample" and cfg.trust_checkpoint is False
