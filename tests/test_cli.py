@@ -129,3 +129,18 @@ def test_a_failing_multirun_job_is_recorded_and_the_others_finish(tmp_path):
     assert not (tmp_path / "1" / "failure.txt").exists()
     assert (tmp_path / "1" / "checkpoints" / "last.ckpt").is_file()
     assert "1 job(s) failed" in result.stderr
+
+
+@requires_data
+@pytest.mark.parametrize("model", ["row_lstm", "diagonal_bilstm"])
+def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
+    result = run("train.py", "debug=smoke", f"model={model}", "logger=csv", f"hydra.run.dir={tmp_path}/train")
+    assert_ok(result)
+    assert "Test NLL:" in result.stdout
+    metrics = (tmp_path / "train" / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "test/nll" in metrics and "val/bpd" in metrics
+    assert (tmp_path / "train" / "samples" / "epoch_000.png").is_file()
+    result = run("sample.py", f"ckpt_path={tmp_path}/train/checkpoints/last.ckpt", "num_samples=2", "save_npy=true",
+                 f"hydra.run.dir={tmp_path}/sample")
+    assert_ok(result)
+    assert np.load(tmp_path / "sample" / "samples.npy").shape == (2, 1, 28, 28)

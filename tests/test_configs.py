@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
-from support import REPO
+from support import REPO, requires_data
 
 import pixel_lightning  # noqa: F401  (registers the resolvers)
 
@@ -73,3 +73,31 @@ def test_mnist_bits_and_binarization_set_the_levels(tmp_path):
 def test_sample_config_composes(tmp_path):
     cfg = compose_train(["ckpt_path=x.ckpt"], tmp_path, config_name="sample")
     assert cfg.mode == "sample" and cfg.trust_checkpoint is False
+
+
+def paper_presets(dataset: str) -> list[str]:
+    return [name for name in options("experiment") if name.startswith(f"paper_{dataset}_")]
+
+
+def one_training_step(experiment: str, output_dir: Path) -> dict[str, float]:
+    """Run the real training pipeline on one batch of a preset (no sample grid, no logger)."""
+    from pixel_lightning.train import train
+
+    overrides = [f"experiment={experiment}", "~logger", "~callbacks.sample_grid", "~callbacks.progress_bar",
+                 "test=false", "+trainer.fast_dev_run=1"]
+    return train(compose_train(overrides, output_dir))
+
+
+@requires_data
+@pytest.mark.parametrize("experiment", paper_presets("mnist"))
+def test_mnist_paper_presets_start_training(experiment, tmp_path):
+    metrics = one_training_step(experiment, tmp_path)
+    assert 0 < metrics["train/loss"] < 1  # nats per dimension of a fresh binary model: ~ln 2
+
+
+@pytest.mark.slow
+@requires_data
+@pytest.mark.parametrize("experiment", paper_presets("cifar"))
+def test_cifar_paper_presets_start_training(experiment, tmp_path):
+    metrics = one_training_step(experiment, tmp_path)
+    assert 4 < metrics["train/loss"] < 7  # a fresh 256-way softmax: ~ln 256 = 5.5 nats per dimension
