@@ -16,11 +16,13 @@ log = logging.getLogger(__name__)
 class SampleGrid(pl.Callback):
     """Every `every_n_epochs` epochs and once at the end of training, sample `num_samples`
     images, save them as `<dirpath>/epoch_XXX.png` (`final_step_N.png` when training stopped
-    between those epochs) and log them to every logger that takes
-    images (e.g. W&B). Sampling uses a fixed seed, so grids of successive epochs are comparable.
+    between those epochs) and log them to every logger that takes images (e.g. W&B). Sampling
+    uses a fixed seed, so grids of successive epochs are comparable.
     """
 
-    def __init__(self, dirpath: str, num_samples: int = 16, every_n_epochs: int = 1, temperature: float = 1.0, seed: int = 0):
+    def __init__(
+        self, dirpath: str, num_samples: int = 16, every_n_epochs: int = 1, temperature: float = 1.0, seed: int = 0
+    ):
         if num_samples < 1 or every_n_epochs < 1:
             raise ValueError("SampleGrid needs num_samples >= 1 and every_n_epochs >= 1")
         self.dirpath = Path(dirpath)

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from pixel_lightning.checkpoint import read_checkpoint
+from pixel_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,24 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+# Settings whose wrong type would otherwise surface as an assertion deep inside Lightning.
+INTEGER_SETTINGS = ("seed", "trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.num_nodes",
+                    "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps", "trainer.accumulate_grad_batches",
+                    "trainer.num_sanity_val_steps")
+NUMBER_SETTINGS = ("trainer.gradient_clip_val", "trainer.val_check_interval", "trainer.limit_train_batches",
+                   "trainer.limit_val_batches", "trainer.limit_test_batches")
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Reject mistyped values of common settings with a message instead of a traceback."""
+    for key in INTEGER_SETTINGS + NUMBER_SETTINGS:
+        value = OmegaConf.select(cfg, key)
+        allowed = (int,) if key in INTEGER_SETTINGS else (int, float)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+            kind = "an integer" if key in INTEGER_SETTINGS else "a number"
+            raise UserError(f"{key} must be {kind} (or null), got {value!r}. Fix the override, e.g. {key}=10.")
 
 
 def finish_wandb(loggers: list[Any]) -> None:
@@ -32,6 +51,7 @@ def finish_wandb(loggers: list[Any]) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured model; returns the final metrics as floats."""
+    check_settings(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):

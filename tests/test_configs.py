@@ -101,3 +101,13 @@ def test_mnist_paper_presets_start_training(experiment, tmp_path):
 def test_cifar_paper_presets_start_training(experiment, tmp_path):
     metrics = one_training_step(experiment, tmp_path)
     assert 4 < metrics["train/loss"] < 7  # a fresh 256-way softmax: ~ln 256 = 5.5 nats per dimension
+
+
+@pytest.mark.parametrize("override", ["trainer.max_epochs=abc", "seed=1.5", "trainer.gradient_clip_val=true"])
+def test_mistyped_settings_are_user_errors(override, tmp_path):
+    from pixel_lightning.errors import UserError
+    from pixel_lightning.train import check_settings
+
+    with pytest.raises(UserError, match=override.split("=")[0] + " must be"):
+        check_settings(compose_train([override], tmp_path))
+    check_settings(compose_train([], tmp_path))  # the defaults pass
