@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 from dependency import assert_causal, dependency_matrix, dimension
+from support import tiny_model
 
-from pixel_lightning.models import AutoregressiveImageModel, diagonal_bilstm
+from pixel_lightning.models import diagonal_bilstm
 from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM, DiagonalBiLSTMLayer, skew, unskew
 from pixel_lightning.models.row_lstm import RowLSTM, RowLSTMLayer
 
@@ -223,20 +224,10 @@ def test_row_crop_consistency(name, channels, levels):
             torch.testing.assert_close(net(x[:, :, : r + 1]), full[..., : r + 1, :], rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize(
-    "target,channels,levels",
-    [
-        ("pixel_lightning.models.row_lstm.RowLSTM", 1, 2),
-        ("pixel_lightning.models.diagonal_bilstm.DiagonalBiLSTM", 3, 4),
-    ],
-)
-def test_sampling(target, channels, levels):
+@pytest.mark.parametrize("arch,channels,levels", [("row_lstm.RowLSTM", 1, 2), ("diagonal_bilstm.DiagonalBiLSTM", 3, 4)])
+def test_sampling(arch, channels, levels):
     torch.manual_seed(0)
-    model = AutoregressiveImageModel(
-        net={"_target_": target, "channels": channels, "levels": levels, "hidden": 12, "layers": 1},
-        optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
-        data={"channels": channels, "height": 6, "width": 6, "levels": levels},
-    )
+    model = tiny_model(channels, levels, height=6, width=6, arch=arch)
     samples = model.sample(2, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (2, channels, 6, 6) and samples.dtype == torch.long
     assert samples.min() >= 0 and samples.max() < levels

@@ -21,8 +21,6 @@ layers inherit the full field from the first, so they do without it.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -110,14 +108,13 @@ class DiagonalBiLSTM(PixelRNN):
     """
 
     def __init__(self, channels: int, levels: int, hidden: int = 16, layers: int = 2, output_hidden: int = 32):
-        index = itertools.count()
         super().__init__(
             channels,
             levels,
             hidden,
             layers,
             output_hidden,
-            lambda: DiagonalBiLSTMLayer(2 * hidden, hidden, channels, channels if next(index) == 0 else 0),
+            lambda i: DiagonalBiLSTMLayer(2 * hidden, hidden, channels, channels if i == 0 else 0),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)

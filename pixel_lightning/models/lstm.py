@@ -70,7 +70,7 @@ class PixelRNN(nn.Module):
     """Table 1: 7x7 mask-A conv C -> 2h, `layers` residual LSTM layers, output stack.
 
     x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W).
-    `make_lstm()` builds one LSTM layer mapping 2h feature maps to h.
+    `make_lstm(i)` builds LSTM layer i (0 = first), mapping 2h feature maps to h.
     """
 
     def __init__(
@@ -80,12 +80,12 @@ class PixelRNN(nn.Module):
         hidden: int,
         layers: int,
         output_hidden: int,
-        make_lstm: Callable[[], nn.Module],
+        make_lstm: Callable[[int], nn.Module],
     ):
         super().__init__()
         check_sizes(channels, levels, hidden, layers)
         self.input_conv = MaskedConv2d(channels, 2 * hidden, 7, channels, "A")
-        self.layers = nn.Sequential(*(ResidualLSTM(make_lstm(), hidden, channels) for _ in range(layers)))
+        self.layers = nn.Sequential(*(ResidualLSTM(make_lstm(i), hidden, channels) for i in range(layers)))
         self.output = OutputStack(2 * hidden, output_hidden, channels, levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)

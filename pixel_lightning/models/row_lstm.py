@@ -41,5 +41,5 @@ class RowLSTM(PixelRNN):
         self, channels: int, levels: int, hidden: int = 16, layers: int = 2, output_hidden: int = 32, kernel: int = 3
     ):
         super().__init__(
-            channels, levels, hidden, layers, output_hidden, lambda: RowLSTMLayer(2 * hidden, hidden, channels, kernel)
+            channels, levels, hidden, layers, output_hidden, lambda _: RowLSTMLayer(2 * hidden, hidden, channels, kernel)
         )
