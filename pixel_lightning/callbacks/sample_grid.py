@@ -1,4 +1,4 @@
-"""Callbacks: a sample grid saved and logged during training (rank zero, eval mode, no_grad)."""
+"""The sample grid: images sampled during training, saved and logged (rank zero, eval mode, no_grad)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,5 @@
+"""Lightning callbacks of pixel-lightning (configured in `conf/callbacks/`)."""
+
+from pixel_lightning.callbacks.sample_grid import SampleGrid
+
+__all__ = ["SampleGrid"]
