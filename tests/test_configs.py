@@ -79,12 +79,19 @@ def paper_presets(dataset: str) -> list[str]:
     return [name for name in options("experiment") if name.startswith(f"paper_{dataset}_")]
 
 
-def one_training_step(experiment: str, output_dir: Path) -> dict[str, float]:
+def test_paper_lr_search_composes(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=paper_mnist_pixelcnn", "hparams_search=paper_lr"],
+                      return_hydra_config=True)
+    assert "choice(" in cfg.hydra.sweeper.params["optimizer.lr"]
+
+
+def one_training_step(experiment: str, output_dir: Path, extra: list[str] = ()) -> dict[str, float]:
     """Run the real training pipeline on one batch of a preset (no sample grid, no logger)."""
     from pixel_lightning.train import train
 
     overrides = [f"experiment={experiment}", "~logger", "~callbacks.sample_grid", "~callbacks.progress_bar",
-                 "test=false", "+trainer.fast_dev_run=1"]
+                 "test=false", "+trainer.fast_dev_run=1", *extra]
     return train(compose_train(overrides, output_dir))
 
 

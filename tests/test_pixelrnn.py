@@ -56,11 +56,12 @@ def assert_field(deps: torch.Tensor, expected: torch.Tensor) -> None:
     assert torch.equal(deps, expected), f"field differs at {(deps ^ expected).nonzero()[:5].tolist()}"
 
 
+@pytest.mark.parametrize("skip", [True, False])
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("channels,levels", DATA)
 @pytest.mark.parametrize("height,width", SHAPES)
-def test_causal(name, channels, levels, height, width):
-    deps = assert_causal(make(name, channels, levels), channels, height, width)
+def test_causal(name, channels, levels, height, width, skip):
+    deps = assert_causal(make(name, channels, levels, skip=skip), channels, height, width)
     if name == "diagonal_bilstm":  # the whole past (Figure 4), on any width
         assert_field(deps, full_field(channels, height, width))
 
@@ -74,6 +75,19 @@ def test_diagonal_needs_the_raw_image_term(channels, levels):
     with torch.no_grad():
         net.layers[0].lstm.right_to_left.image_to_state.weight.zero_()
     height, width = 3, 9  # wide: the 7x7 input conv no longer spans the previous row
+    deps = assert_causal(net, channels, height, width)
+    with pytest.raises(AssertionError, match="field differs"):
+        assert_field(deps, full_field(channels, height, width))
+    assert_field(deps, gapped_field(channels, height, width))
+
+
+@pytest.mark.parametrize("channels,levels", DATA)
+def test_paper_diagonal_bilstm_has_the_documented_blind_spot(channels, levels):
+    # close_blind_spot=False is the paper's architecture as written: no raw-image term anywhere,
+    # and exactly the dimensions that gapped_field documents are out of reach.
+    net = make("diagonal_bilstm", channels, levels, close_blind_spot=False)
+    assert all(layer.lstm.right_to_left.image_to_state is None for layer in net.layers)
+    height, width = 3, 9
     deps = assert_causal(net, channels, height, width)
     with pytest.raises(AssertionError, match="field differs"):
         assert_field(deps, full_field(channels, height, width))

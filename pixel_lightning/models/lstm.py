@@ -8,8 +8,9 @@ Both compute, at every position of a scan (a row, or a diagonal of the image),
 
 with a masked input-to-state conv K_is computed for the whole image up front (section 3.1) and
 a state-to-state conv K_ss that only reads states of strictly earlier pixels. Each layer maps 2h
-feature maps to h and sits in a residual block (Figure 5, right); the net is framed by Table 1's
-7x7 mask-A input conv and output stack, as in PixelCNN.
+feature maps to h and sits in a residual block (Figure 5, right), with a learnable skip connection
+to the output (section 3.3); the net is framed by Table 1's 7x7 mask-A input conv and output
+stack, as in PixelCNN.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from pixel_lightning.models.layers import MaskedConv2d, OutputStack, causal_mask, check_sizes
+from pixel_lightning.models.layers import MaskedConv2d, ResidualNet, causal_mask
 
 
 class LSTM(nn.Module):
@@ -66,11 +67,11 @@ class ResidualLSTM(nn.Module):
         return x + self.expand(self.lstm(x, **inputs))
 
 
-class PixelRNN(nn.Module):
-    """Table 1: 7x7 mask-A conv C -> 2h, `layers` residual LSTM layers, output stack.
+class PixelRNN(ResidualNet):
+    """Table 1 with LSTM layers: `make_lstm(i)` builds LSTM layer i (0 = first), 2h maps -> h.
 
+    Skip connections are on by default, as in the paper's PixelRNN models (section 3.3).
     x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W).
-    `make_lstm(i)` builds LSTM layer i (0 = first), mapping 2h feature maps to h.
     """
 
     def __init__(
@@ -81,14 +82,10 @@ class PixelRNN(nn.Module):
         layers: int,
         output_hidden: int,
         make_lstm: Callable[[int], nn.Module],
+        output_layers: int = 1,
+        skip: bool = True,
     ):
-        super().__init__()
-        check_sizes(channels, levels, hidden, layers)
-        self.input_conv = MaskedConv2d(channels, 2 * hidden, 7, channels, "A")
-        self.layers = nn.Sequential(*(ResidualLSTM(make_lstm(i), hidden, channels) for i in range(layers)))
-        self.output = OutputStack(2 * hidden, output_hidden, channels, levels)
+        def make_layer(i: int) -> ResidualLSTM:
+            return ResidualLSTM(make_lstm(i), hidden, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        h = self.input_conv(x)  # (B, 2h, H, W)
-        h = self.layers(h)  # (B, 2h, H, W)
-        return self.output(h)
+        super().__init__(channels, levels, hidden, layers, make_layer, output_hidden, output_layers, skip)
