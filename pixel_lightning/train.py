@@ -10,7 +10,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from pixel_lightning.checkpoint import read_checkpoint
+from pixel_lightning.checkpoint import check_fits, read_checkpoint
 from pixel_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,26 @@ def check_settings(cfg: DictConfig) -> None:
             raise UserError(f"{key} must be {kind} (or null), got {value!r}. Fix the override, e.g. {key}=10.")
 
 
-def finish_wandb(loggers: list[Any]) -> None:
-    """Close the W&B run of this job, so multirun jobs each get their own complete run."""
+def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
+    """Close the W&B run of this job, so multirun jobs each get their own complete run. A failed
+    job exits its run with code 1, so the dashboard (and `wandb sync`) shows it as failed."""
     if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
         import wandb
 
-        wandb.finish()
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """Fail before training, with a clear message, on a resume file that is unreadable, unsafe, or
+    was trained with another model or data than `cfg`."""
+    checkpoint = read_checkpoint(cfg.ckpt_path, trust=cfg.trust_checkpoint)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    compared = {key: value for key, value in model_cfg.items() if not key.startswith("_")}
+    check_fits(
+        checkpoint.get("hyper_parameters") or {}, compared, cfg.ckpt_path,
+        fix="Resume with the settings of the run that wrote it (its .hydra/config.yaml lists them), "
+        "or leave out ckpt_path to start a fresh run.",
+    )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -55,25 +69,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
-        read_checkpoint(cfg.ckpt_path)  # fail early, with a clear message, on a bad resume file
+        check_resume(cfg)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    weights_only = not cfg.trust_checkpoint
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=weights_only)
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         if cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=weights_only)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
-            report_test(metrics, best)
-    finally:
-        finish_wandb(loggers)
+            if trainer.is_global_zero:  # one line per run, not one per DDP process
+                report_test(metrics, best)
+    except BaseException:
+        finish_wandb(loggers, failed=True)
+        raise
+    finish_wandb(loggers)
     return metrics
 
 

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf, open_dict
 from support import REPO, requires_data
 
 import pixel_lightning  # noqa: F401  (registers the resolvers)
+from pixel_lightning.safe_config import check_buildable
 
 CONF = REPO / "conf"
 
@@ -39,6 +40,7 @@ def test_each_model_builds_for_each_dataset(data, model, tmp_path):
     assert module.image_shape == (cfg.data.channels, cfg.data.height, cfg.data.width)
     assert module.levels == cfg.data.levels == (2 if data == "binarized_mnist" else 256)
     assert type(module.net).__module__ == f"pixel_lightning.models.{model}"
+    check_buildable(dict(module.hparams), "The checkpoint of this config", "hyper_parameters")  # its checkpoints load
 
 
 @pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "optimizer", "debug", "experiment"])
@@ -54,6 +56,7 @@ def test_experiments_build_their_models(tmp_path):
         cfg = compose_train([f"experiment={experiment}"], tmp_path)
         module = hydra.utils.instantiate(cfg.model)
         assert sum(p.numel() for p in module.parameters()) > 0
+        check_buildable(dict(module.hparams), experiment, "hyper_parameters")  # RMSprop is allowed too
 
 
 def test_cpu_trainer_and_callbacks_instantiate(tmp_path):
