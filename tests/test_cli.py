@@ -62,7 +62,7 @@ def test_wandb_offline_run_holds_the_config_the_metrics_and_the_image(smoke_run)
     assert len(runs) == 1, "exactly one finished offline run per job"
     assert list((runs[0] / "files" / "media" / "images").glob("samples_*.png")), "the sample grid file is missing"
     logged = wandb_logged(runs[0])
-    assert logged["exited"], "the run was not finished"
+    assert logged["exited"] and logged["exit_code"] == 0, "the run was not finished as a success"
     assert {"data", "model", "trainer", "optimizer"} <= logged["config"]  # the resolved config
     assert {"samples/filenames", "train/loss", "val/nll", "val/bpd", "test/nll", "test/bpd"} <= logged["history"]
     nll, bpd = float(logged["summary"]["test/nll"]), float(logged["summary"]["test/bpd"])
@@ -118,6 +118,19 @@ def test_user_mistakes_get_one_paragraph_and_no_traceback(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     assert_user_error(run("train.py", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path}/d"), "truncated or corrupt")
+
+
+@requires_data
+def test_a_diverging_run_stops_with_the_message_and_its_wandb_run_is_marked_failed(tmp_path):
+    result = run("train.py", "debug=smoke", "optimizer.lr=1e3", f"hydra.run.dir={tmp_path}", env={"WANDB_MODE": "offline"})
+    assert result.returncode == 2
+    assert_user_error(result, "Training diverged at step", "returned loss = nan", "optimizer.lr=100",
+                      "trainer.gradient_clip_val=0.5")
+    assert "Training diverged at step" in (tmp_path / "failure.txt").read_text()
+    assert not list(tmp_path.glob("checkpoints/*.ckpt")), "a NaN model was saved"
+    (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    logged = wandb_logged(wandb_run)
+    assert logged["exited"] and logged["exit_code"] == 1, "the W&B run of a failed job must exit non-zero"
 
 
 @requires_data
