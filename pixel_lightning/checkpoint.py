@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from pixel_lightning.errors import CheckpointError
+from pixel_lightning.files import atomic_write
 from pixel_lightning.safe_config import check_buildable
 
 #: The hyper-parameters AutoregressiveImageModel is rebuilt from.
@@ -33,17 +34,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     previous one stays intact)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(path, "the checkpoint") as f:
+            torch.save(checkpoint, f)
 
 
 def read_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: Any = "cpu") -> dict[str, Any]:

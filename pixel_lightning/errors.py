@@ -22,3 +22,7 @@ class CheckpointError(UserError):
 
 class NonFiniteError(UserError):
     """Training diverged (a loss or the weights became NaN or infinite), or a model's outputs are not finite."""
+
+
+class OutputError(UserError):
+    """An output (checkpoint, sample grid, record) could not be written: a full disk, or a folder that cannot be written."""

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from pixel_lightning.checkpoint import check_fits, read_checkpoint
-from pixel_lightning.errors import UserError
+from pixel_lightning.settings import check_setting
 
 log = logging.getLogger(__name__)
 
@@ -23,22 +23,24 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
 
 
-# Settings whose wrong type would otherwise surface as an assertion deep inside Lightning.
+# Settings whose wrong type would otherwise surface as an assertion deep inside Lightning or torch.
 INTEGER_SETTINGS = ("seed", "trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.num_nodes",
                     "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps", "trainer.accumulate_grad_batches",
                     "trainer.num_sanity_val_steps")
 NUMBER_SETTINGS = ("trainer.gradient_clip_val", "trainer.val_check_interval", "trainer.limit_train_batches",
                    "trainer.limit_val_batches", "trainer.limit_test_batches")
+BOOLEAN_SETTINGS = ("test", "trust_checkpoint")
 
 
 def check_settings(cfg: DictConfig) -> None:
     """Reject mistyped values of common settings with a message instead of a traceback."""
-    for key in INTEGER_SETTINGS + NUMBER_SETTINGS:
-        value = OmegaConf.select(cfg, key)
-        allowed = (int,) if key in INTEGER_SETTINGS else (int, float)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
-            kind = "an integer" if key in INTEGER_SETTINGS else "a number"
-            raise UserError(f"{key} must be {kind} (or null), got {value!r}. Fix the override, e.g. {key}=10.")
+    for key in INTEGER_SETTINGS:
+        check_setting(cfg, key, "integer", 10, nullable=True)
+    for key in NUMBER_SETTINGS:
+        check_setting(cfg, key, "number", 10, nullable=True)
+    check_setting(cfg, "optimizer.lr", "number", 0.001, above=0)
+    for key in BOOLEAN_SETTINGS:
+        check_setting(cfg, key, "boolean", "true")
 
 
 def finish_wandb(loggers: list[Any], failed: bool = False) -> None:

@@ -1,11 +1,13 @@
 """Checkpoints: atomic writes, weights-only loading, and clear errors for bad files."""
 
+import errno
+
 import pytest
 import torch
 from support import tiny_model
 
 from pixel_lightning.checkpoint import AtomicCheckpointIO, check_fits, load_model, read_checkpoint
-from pixel_lightning.errors import CheckpointError
+from pixel_lightning.errors import CheckpointError, OutputError
 
 
 def model_checkpoint(model):
@@ -29,10 +31,10 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     def crash(obj, f, *args, **kwargs):
         f.write(b"partial bytes")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=r"^Could not write the checkpoint .*last\.ckpt: No space left on device\. Free"):
         io.save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert read_checkpoint(path) == {"step": 1}

@@ -138,7 +138,7 @@ def test_a_failing_multirun_job_is_recorded_and_the_others_finish(tmp_path):
     result = run("train.py", "-m", "debug=smoke", "logger=csv", "callbacks.sample_grid.num_samples=1",
                  "trainer.limit_train_batches=1", "optimizer.lr=-1,0.001", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "Invalid learning rate" in (tmp_path / "0" / "failure.txt").read_text()
+    assert "optimizer.lr must be a number above 0, but it is -1." in (tmp_path / "0" / "failure.txt").read_text()
     assert not (tmp_path / "1" / "failure.txt").exists()
     assert (tmp_path / "1" / "checkpoints" / "last.ckpt").is_file()
     assert "1 job(s) failed" in result.stderr

@@ -255,14 +255,16 @@ def test_amat_tolerates_crlf_and_missing_final_newline(tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda text: text.replace(b"0 ", b"2 ", 1), "contains b'2'"),
-        (lambda text: text.replace(b"0 ", b"10 ", 1), "more than one digit"),
+        (lambda text: text.replace(b"0 ", b"2 ", 1), "line 1 contains 2, where only the values 0 and 1"),
+        (lambda text: text[:3000] + b"x" + text[3001:], "line 2 contains x,"),
+        (lambda text: text[:3000] + b"\x07" + text[3001:], "line 2 contains the byte 0x07,"),
+        (lambda text: text.replace(b"\n0 ", b"\n10 ", 1), "line 2 has a value of more than one digit"),
         (lambda text: text.replace(b"0 ", b"", 1), "line 1 has 783 values"),
         (lambda text: text + b"0 1\n", "line 4 has 2 values"),
         (lambda text: text.replace(b"\n", b"\n\n", 1), "line 2 has 0 values"),
         (lambda text: b"", "empty"),
     ],
-    ids=["value-2", "value-10", "783-values", "short-last-line", "blank-line", "empty"],
+    ids=["value-2", "letter", "control-byte", "value-10", "783-values", "short-last-line", "blank-line", "empty"],
 )
 def test_amat_corrupt(tmp_path, damage, message):
     images = np.zeros((3, 784), np.uint8)
