@@ -34,7 +34,8 @@ def user_error_message(err: BaseException) -> str | None:
         return f"Missing a required setting: {err.full_key}. Pass it on the command line, e.g. {err.full_key}=<value>."
     if isinstance(err, OmegaConfBaseException):
         key = getattr(err, "full_key", None)
-        return f"Invalid configuration: {str(err).splitlines()[0].rstrip('.')}. Check the override of {key or 'that setting'}."
+        first_line = str(err).splitlines()[0].rstrip(".")
+        return f"Invalid configuration: {first_line}. Check the override of {key or 'that setting'}."
     if isinstance(err, InstantiationException):
         target = re.search(r"target '([^']+)'", str(err))
         key = re.search(r"full_key: (\S+)", str(err))

@@ -25,4 +25,4 @@ class NonFiniteError(UserError):
 
 
 class OutputError(UserError):
-    """An output (checkpoint, sample grid, record) could not be written: a full disk, or a folder that cannot be written."""
+    """An output (checkpoint, sample grid, record) could not be written: a full disk or an unwritable folder."""

@@ -67,6 +67,5 @@ def check_buildable(config: Any, source: str, where: str) -> None:
 
 def _refused(problem: str) -> CheckpointError:
     return CheckpointError(
-        f"{problem} If you trust the file and where it came from, pass trust_checkpoint=true; "
-        "otherwise do not use it."
+        f"{problem} If you trust the file and where it came from, pass trust_checkpoint=true; otherwise do not use it."
     )

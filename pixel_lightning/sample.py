@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def pick_device(name: object) -> torch.device:
     if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise UserError(f"device must be auto, cpu, cuda or cuda:<index>, but it is {name}. Fix the override, e.g. device=auto.")
+        raise UserError(
+            f"device must be auto, cpu, cuda or cuda:<index>, but it is {name}. Fix the override, e.g. device=auto."
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

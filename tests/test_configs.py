@@ -127,8 +127,8 @@ def test_every_datamodule_argument_can_be_set_without_a_plus(data):
 
 
 def test_limit_batches_can_be_set_without_a_plus(tmp_path):
-    cfg = compose_train(["trainer.limit_train_batches=3", "trainer.limit_val_batches=0.5", "trainer.limit_test_batches=2"],
-                        tmp_path)
+    overrides = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=0.5", "trainer.limit_test_batches=2"]
+    cfg = compose_train(overrides, tmp_path)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
     assert (trainer.limit_train_batches, trainer.limit_val_batches, trainer.limit_test_batches) == (3, 0.5, 2)
     defaults = hydra.utils.instantiate(compose_train([], tmp_path).trainer, logger=False)
@@ -138,7 +138,7 @@ def test_limit_batches_can_be_set_without_a_plus(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("num_samples=0", "num_samples must be an integer of at least 1, but it is 0. Fix the override, e.g. num_samples=16."),
+        ("num_samples=0", "num_samples must be an integer of at least 1, but it is 0. Fix the override, e.g. num_"),
         ("num_samples=abc", "num_samples must be an integer of at least 1, but it is abc."),
         ("nrow=0", "nrow must be an integer of at least 1 (or null), but it is 0."),
         ("temperature=0", "temperature must be a number above 0, but it is 0."),
@@ -148,8 +148,8 @@ def test_limit_batches_can_be_set_without_a_plus(tmp_path):
         ("save_npy=maybe", "save_npy must be true or false, but it is maybe."),
         ("trust_checkpoint=1", "trust_checkpoint must be true or false, but it is 1."),
         ("completion.num_images=0", "completion.num_images must be an integer of at least 1, but it is 0."),
-        ("completion.samples_per_image=-2", "completion.samples_per_image must be an integer of at least 1, but it is -2."),
-        ("completion.observed_rows=-1", "completion.observed_rows must be an integer of at least 0 (or null), but it is -1."),
+        ("completion.samples_per_image=-2", "completion.samples_per_image must be an integer of at least 1, but it"),
+        ("completion.observed_rows=-1", "completion.observed_rows must be an integer of at least 0 (or null), but"),
         ("mode=fill", "mode must be sample or complete, but it is fill. Fix the override, e.g. mode=complete."),
     ],
 )

@@ -660,8 +660,8 @@ def test_real_mnist():
     assert [len(s) for s in sets] == [50000, 10000, 10000]
     assert all(s.images.dtype == torch.uint8 and s.images.min() == 0 and s.images.max() == 255 for s in sets)
     check_loaders(dm, (1, 28, 28))
-    raw = Path(REAL) / "MNIST/raw/t10k-images-idx3-ubyte.gz"  # the published uncompressed MD5
-    md5_verifier(MNISTDataModule.FILES["test"][1], gunzipped=True)(raw)
+    for name, md5 in MNISTDataModule.FILES.values():  # the published MD5s of the uncompressed files
+        md5_verifier(md5, gunzipped=True)(Path(REAL) / f"MNIST/raw/{name}.gz")
 
 
 @needs_real_data

@@ -23,11 +23,23 @@ def images(n: int = 8) -> DataLoader:
 
 
 def fit(model: pl.LightningModule, tmp_path, epochs: int = 3, **trainer) -> None:
-    checkpoints = ModelCheckpoint(dirpath=tmp_path, filename="epoch_{epoch:03d}", monitor=trainer.pop("monitor", "val/nll"),
-                                  save_top_k=1, save_last=True, auto_insert_metric_name=False)
+    checkpoints = ModelCheckpoint(
+        dirpath=tmp_path,
+        filename="epoch_{epoch:03d}",
+        monitor=trainer.pop("monitor", "val/nll"),
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
     pl.Trainer(
-        max_epochs=epochs, callbacks=[DivergenceGuard(), checkpoints], logger=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path, **trainer,
+        max_epochs=epochs,
+        callbacks=[DivergenceGuard(), checkpoints],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        **trainer,
     ).fit(model, images(), images() if "val/nll" in str(checkpoints.monitor) else None)
 
 
@@ -86,7 +98,11 @@ def test_a_nan_loss_stops_the_run_naming_the_step_the_loss_and_the_fixes(tmp_pat
         # ModelCheckpoint counts a NaN val/nll as +inf, which becomes "best" when nothing is saved yet
         (0, {}, r"by step 2 \(epoch 0\): the weights \(net\.\S+\) are no longer finite.*No checkpoint had been"),
         # not an improvement, so not saved; the next batch's loss is NaN
-        (1, {"epoch_000.ckpt": 2, "last.ckpt": 2}, r"at step 5 \(epoch 2, batch 0\): the training step returned loss = nan"),
+        (
+            1,
+            {"epoch_000.ckpt": 2, "last.ckpt": 2},
+            r"at step 5 \(epoch 2, batch 0\): the training step returned loss = nan",
+        ),
     ],
 )
 def test_nan_weights_are_never_saved_as_best_or_last(nan_epoch, kept, message, tmp_path):
@@ -122,8 +138,11 @@ class TwoPlayer(pl.LightningModule):
 
 
 def test_any_model_is_guarded_manual_optimisation_and_a_dict_of_losses(tmp_path):
-    with pytest.raises(NonFiniteError, match=r"epoch 0, batch 1\): the training step returned loss_d = inf\. .*"
-                       r"optimizer\.lr=0\.01.*clip the gradients in the module"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"epoch 0, batch 1\): the training step returned loss_d = inf\. .*"
+        r"optimizer\.lr=0\.01.*clip the gradients in the module",
+    ):
         fit(TwoPlayer(nan_at=1), tmp_path, monitor=None)
 
 

@@ -36,12 +36,14 @@ class DivergenceGuard(pl.Callback):
                 shown = f"{value.item()}" if value.numel() == 1 else "not finite"
                 raise NonFiniteError(
                     f"Training diverged at step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
-                    f"{batch_idx}): the training step returned {name} = {shown}. {kept_checkpoints(trainer)} {fixes(trainer, pl_module)}"
+                    f"{batch_idx}): the training step returned {name} = {shown}. {kept_checkpoints(trainer)} "
+                    + fixes(trainer, pl_module)
                 )
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         broken = [
-            key for key, value in checkpoint.get("state_dict", {}).items()
+            key
+            for key, value in checkpoint.get("state_dict", {}).items()
             if value.is_floating_point() and not torch.isfinite(value).all()
         ]
         if broken:
@@ -67,7 +69,11 @@ def kept_checkpoints(trainer: pl.Trainer) -> str:
 def fixes(trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
     """The usual cures, with values one step more cautious than this run's."""
     lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-    lower = f"a lower learning rate (optimizer.lr={lr / 10:g}, a tenth of this run's)" if lr else "a lower learning rate (optimizer.lr)"
+    lower = (
+        f"a lower learning rate (optimizer.lr={lr / 10:g}, a tenth of this run's)"
+        if lr
+        else "a lower learning rate (optimizer.lr)"
+    )
     if not pl_module.automatic_optimization:
         return f"Train again with {lower}, or clip the gradients in the module's training_step."
     clip = trainer.gradient_clip_val
