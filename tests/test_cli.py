@@ -215,3 +215,12 @@ def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
                  f"hydra.run.dir={tmp_path}/sample")
     assert_ok(result)
     assert np.load(tmp_path / "sample" / "samples.npy").shape == (2, 1, 28, 28)
+
+
+@pytest.mark.slow
+@requires_data
+def test_only_rank_zero_prints_the_test_line_under_ddp(tmp_path):
+    result = run("train.py", "debug=smoke", "logger=csv", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                 "callbacks.sample_grid.num_samples=1", f"hydra.run.dir={tmp_path}")
+    assert_ok(result)
+    assert result.stdout.count("Test NLL:") == 1, result.stdout[-2000:]
