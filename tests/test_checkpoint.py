@@ -171,3 +171,18 @@ def test_a_checkpoint_of_another_model_or_dataset_is_refused_naming_both_sides(t
     with pytest.raises(CheckpointError, match=r"optimizer\._target_ is torch\.optim\.Adam in the checkpoint but "):
         check_fits(hparams, {"optimizer": {"_target_": "torch.optim.SGD", "lr": 5}}, "a.ckpt", fix="Fix.")
     check_fits(hparams, {"optimizer": {"_target_": "torch.optim.Adam", "lr": 5}}, "a.ckpt", fix="Fix.")  # lr may change
+
+
+def test_an_unwritable_checkpoint_folder_stops_training_with_one_paragraph(tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        plugins=[AtomicCheckpointIO()], callbacks=[ModelCheckpoint(dirpath=blocker / "checkpoints", save_last=True)],
+    )
+    images = torch.utils.data.DataLoader(torch.randint(0, 2, (4, 1, 4, 4)), batch_size=4)
+    with pytest.raises(OutputError, match=r"^Could not write the checkpoint .*a-file/checkpoints/\S+\.ckpt: Not a dir"):
+        trainer.fit(tiny_model(), images)
