@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import re
@@ -68,19 +69,28 @@ def _unreadable(path: Path, err: Exception) -> CheckpointError:
     )
 
 
+#: The LightningModules a checkpoint can rebuild, by the `module` its hyper-parameters name
+#: (checkpoints without one hold an autoregressive model, as all did before the DCGAN).
+MODULES = {"autoregressive": "AutoregressiveImageModel", "dcgan": "DCGAN"}
+
+
 def load_model(path: str | os.PathLike, trust: bool = False, map_location: Any = "cpu"):
-    """Rebuild an AutoregressiveImageModel from a checkpoint written by train.py."""
-    from pixel_lightning.models import AutoregressiveImageModel
+    """Rebuild the model (an AutoregressiveImageModel or a DCGAN) of a checkpoint written by train.py."""
+    from pixel_lightning import models
 
     checkpoint = read_checkpoint(path, trust, map_location)
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
-    if not isinstance(hparams, dict) or not isinstance(state, dict) or "net" not in hparams:
+    name = hparams.get("module", "autoregressive") if isinstance(hparams, dict) else None
+    known = isinstance(name, str) and name in MODULES and (name != "autoregressive" or "net" in hparams)
+    if not known or not isinstance(state, dict):
         raise CheckpointError(
             f"'{path}' is not a pixel-lightning model checkpoint (no model hyper-parameters or weights). "
             "Pass a .ckpt written by train.py."
         )
+    module_class = getattr(models, MODULES[name])
     try:
-        model = AutoregressiveImageModel(**{k: hparams.get(k) for k in ("net", "optimizer", "data", "scheduler")})
+        arguments = inspect.signature(module_class).parameters
+        model = module_class(**{k: hparams[k] for k in arguments if k in hparams})
         model.load_state_dict(state)
     except Exception as err:  # any mismatch between the file and this code
         raise CheckpointError(
