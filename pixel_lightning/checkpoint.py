@@ -7,6 +7,7 @@ hyper-parameters are built only if every class they name is one of the project's
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import re
@@ -22,8 +23,6 @@ from pixel_lightning.errors import CheckpointError
 from pixel_lightning.files import atomic_write
 from pixel_lightning.safe_config import check_buildable
 
-#: The hyper-parameters AutoregressiveImageModel is rebuilt from.
-MODEL_KEYS = ("net", "optimizer", "data", "scheduler")
 #: The data settings that fix the images a model was trained on (the rest, e.g. batch_size, may change).
 DATA_IDENTITY = ("_target_", "channels", "height", "width", "levels", "bits", "binarize")
 
@@ -83,22 +82,30 @@ def _unreadable(path: Path, err: Exception) -> CheckpointError:
     )
 
 
+#: The LightningModules a checkpoint can rebuild, by the `module` its hyper-parameters name
+#: (checkpoints without one hold an autoregressive model, as all did before the DCGAN).
+MODULES = {"autoregressive": "AutoregressiveImageModel", "dcgan": "DCGAN"}
+
+
 def load_model(path: str | os.PathLike, trust: bool = False, map_location: Any = "cpu"):
-    """Rebuild an AutoregressiveImageModel from a checkpoint written by train.py."""
-    from pixel_lightning.models import AutoregressiveImageModel
+    """Rebuild the model (an AutoregressiveImageModel or a DCGAN) of a checkpoint written by train.py."""
+    from pixel_lightning import models
 
     checkpoint = read_checkpoint(path, trust, map_location)
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
-    if not isinstance(hparams, dict) or not isinstance(state, dict) or "net" not in hparams:
+    name = hparams.get("module", "autoregressive") if isinstance(hparams, dict) else None
+    known = isinstance(name, str) and name in MODULES and (name != "autoregressive" or "net" in hparams)
+    if not known or not isinstance(state, dict):
         raise CheckpointError(
             f"'{path}' is not a pixel-lightning model checkpoint (no model hyper-parameters or weights). "
             "Pass a .ckpt written by train.py."
         )
-    configs = {key: hparams.get(key) for key in MODEL_KEYS}
+    module_class = getattr(models, MODULES[name])
+    arguments = {k: hparams[k] for k in inspect.signature(module_class).parameters if k in hparams}
     if not trust:
-        check_buildable(configs, f"Checkpoint '{path}'", "hyper_parameters")
+        check_buildable(arguments, f"Checkpoint '{path}'", "hyper_parameters")
     try:
-        model = AutoregressiveImageModel(**configs)
+        model = module_class(**arguments)
         model.load_state_dict(state)
     except Exception as err:  # any mismatch between the file and this code
         raise CheckpointError(

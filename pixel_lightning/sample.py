@@ -91,6 +91,12 @@ def sample(cfg: DictConfig) -> Path:
     if cfg.mode == "sample":
         levels = model.sample(cfg.num_samples, temperature=cfg.temperature, generator=generator).cpu()
         nrow = cfg.nrow
+    elif not hasattr(model, "complete"):
+        raise UserError(
+            f"mode=complete needs an autoregressive model, and this checkpoint holds a {type(model).__name__}: a GAN "
+            "cannot complete images (it maps noise to whole images, with no distribution of the hidden rows given "
+            "the visible ones). Use mode=sample with it, or an autoregressive model's checkpoint for completions."
+        )
     else:
         height = model.image_shape[1]
         observed = cfg.completion.observed_rows if cfg.completion.observed_rows is not None else height // 2

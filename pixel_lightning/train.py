@@ -9,6 +9,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.checkpoint import check_fits, read_checkpoint
 from pixel_lightning.settings import check_setting
@@ -84,7 +85,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=weights_only)
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-        if cfg.get("test"):
+        if cfg.get("test") and not is_overridden("test_step", model):  # no likelihood (the DCGAN)
+            print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
+        elif cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=weights_only)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})

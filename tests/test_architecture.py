@@ -13,8 +13,9 @@ from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM
 from pixel_lightning.models.layers import MaskedConv2d, OutputStack
 from pixel_lightning.models.pixelcnn import PixelCNN
 from pixel_lightning.models.row_lstm import RowLSTM
+from pixel_lightning.models.spatial_lstm import SpatialLSTM
 
-NETS = [PixelCNN, RowLSTM, DiagonalBiLSTM]
+NETS = [PixelCNN, RowLSTM, DiagonalBiLSTM, SpatialLSTM]
 
 
 def count(module: torch.nn.Module) -> int:

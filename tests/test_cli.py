@@ -162,7 +162,9 @@ def test_a_failing_multirun_job_is_recorded_and_the_others_finish(tmp_path):
 
 
 @requires_data
-@pytest.mark.parametrize("model", ["row_lstm", "diagonal_bilstm"])
+@pytest.mark.parametrize(
+    "model", ["row_lstm", "diagonal_bilstm", pytest.param("spatial_lstm", marks=pytest.mark.slow)]  # minutes: naive sampling
+)
 def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
     result = run("train.py", "debug=smoke", f"model={model}", "logger=csv", f"hydra.run.dir={tmp_path}/train")
     assert_ok(result)

@@ -39,7 +39,8 @@ def test_each_model_builds_for_each_dataset(data, model, tmp_path):
     module = hydra.utils.instantiate(cfg.model)
     assert module.image_shape == (cfg.data.channels, cfg.data.height, cfg.data.width)
     assert module.levels == cfg.data.levels == (2 if data == "binarized_mnist" else 256)
-    assert type(module.net).__module__ == f"pixel_lightning.models.{model}"
+    architecture = getattr(module, "net", module)  # the DCGAN module is its own architecture
+    assert type(architecture).__module__ == f"pixel_lightning.models.{model}"
     check_buildable(dict(module.hparams), "The checkpoint of this config", "hyper_parameters")  # its checkpoints load
 
 

@@ -65,7 +65,9 @@ def test_metric_is_a_sum_not_an_average_of_batch_averages():
 
 
 @pytest.mark.parametrize("skip", [False, True])
-@pytest.mark.parametrize("arch", ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM"])
+@pytest.mark.parametrize(
+    "arch", ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM", "spatial_lstm.SpatialLSTM"]
+)
 @pytest.mark.parametrize("channels,levels", [(1, 2), (3, 2), (1, 3)])
 def test_probabilities_of_all_images_sum_to_one(channels, levels, arch, skip):
     # A normalised autoregressive model: sum_x p(x) = 1 over every possible 2x2 image.
