@@ -34,10 +34,12 @@ def test_images(model, data_dir: str, count: int) -> torch.Tensor:
     return torch.stack([datamodule.test_dataset[i] for i in range(count)])
 
 
-def complete_grid(model, originals: torch.Tensor, observed_rows: int, per_image: int, generator) -> torch.Tensor:
+def complete_grid(
+    model, originals: torch.Tensor, observed_rows: int, per_image: int, generator, method: str = "cached"
+) -> torch.Tensor:
     """Rows of [occluded, completion 1..per_image, original], as in the paper's Figure 6."""
     repeated = originals.repeat_interleave(per_image, dim=0)
-    completions = model.complete(repeated, observed_rows, generator=generator).cpu()
+    completions = model.complete(repeated, observed_rows, generator=generator, method=method).cpu()
     occluded = originals.clone()
     occluded[:, :, observed_rows:] = 0
     rows = [
@@ -51,12 +53,17 @@ def sample(cfg: DictConfig) -> Path:
     """Write a PNG grid (and optionally .npy levels) into the job's output folder; returns the PNG path."""
     if cfg.mode not in ("sample", "complete"):
         raise UserError(f"mode={cfg.mode} is not known. Use mode=sample or mode=complete.")
+    if cfg.method not in ("cached", "naive"):
+        raise UserError(
+            f"method={cfg.method} is not known. Use method=cached (the default, fast) or method=naive "
+            "(one full network pass per draw: the slow reference; both give the same images)."
+        )
     device = pick_device(cfg.device)
     model = load_model(cfg.ckpt_path, trust=cfg.trust_checkpoint, map_location=device).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     if cfg.mode == "sample":
-        levels = model.sample(cfg.num_samples, temperature=cfg.temperature, generator=generator).cpu()
+        levels = model.sample(cfg.num_samples, temperature=cfg.temperature, generator=generator, method=cfg.method).cpu()
         nrow = cfg.nrow
     else:
         height = model.image_shape[1]
@@ -64,7 +71,7 @@ def sample(cfg: DictConfig) -> Path:
         if not 0 <= observed < height:
             raise UserError(f"completion.observed_rows={observed} must be in [0, {height - 1}] for {height}-row images.")
         originals = test_images(model, cfg.paths.data_dir, cfg.completion.num_images)
-        levels = complete_grid(model, originals, observed, cfg.completion.samples_per_image, generator)
+        levels = complete_grid(model, originals, observed, cfg.completion.samples_per_image, generator, cfg.method)
         nrow = cfg.completion.samples_per_image + 2
     path = save_png(make_grid(levels, model.levels, nrow=nrow), output_dir / f"{cfg.mode}s.png")
     if cfg.save_npy:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from pixel_lightning.models.layers import MaskedConv2d, ResidualNet, causal_mask
+from pixel_lightning.models.layers import ConvAtPosition, MaskedConv2d, ResidualNet, causal_mask
 
 
 class LSTM(nn.Module):
@@ -65,6 +65,18 @@ class ResidualLSTM(nn.Module):
     def forward(self, x: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:  # (B, 2h, H, W)
         # `inputs`: extra keyword inputs of the LSTM layer (the Diagonal BiLSTM's raw image).
         return x + self.expand(self.lstm(x, **inputs))
+
+    def cached_step(self, batch: int, height: int, width: int) -> Callable | None:
+        """The layer at one position per call (cached sampling), if its LSTM has a cached step."""
+        if not hasattr(self.lstm, "cached_step"):
+            return None
+        lstm = self.lstm.cached_step(batch, height, width)
+        expand = ConvAtPosition(self.expand, batch, height, width)
+
+        def step(x: torch.Tensor, r: int, c: int, **inputs: torch.Tensor) -> torch.Tensor:  # (B, 2h) at (r, c)
+            return x + expand(lstm(x, r, c, **inputs), r, c)
+
+        return step
 
 
 class PixelRNN(ResidualNet):

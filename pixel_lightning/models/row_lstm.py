@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pixel_lightning.models.layers import ConvAtPosition
 from pixel_lightning.models.lstm import LSTM, PixelRNN
 
 
@@ -33,6 +34,31 @@ class RowLSTMLayer(LSTM):
             h, c = self.cell(gates_row + self.state_to_state(F.pad(h, (pad, pad))), c)
             rows.append(h)
         return torch.stack(rows, dim=2)  # (B, h, H, W)
+
+    def cached_step(self, batch: int, height: int, width: int) -> RowLSTMAtPosition:
+        return RowLSTMAtPosition(self, batch, height, width)
+
+
+class RowLSTMAtPosition:
+    """The layer at one position (r, c) per call, for cached sampling: the state-to-state conv of
+    row r-1 runs once, when row r starts; the input-to-state conv and the cell run per position."""
+
+    def __init__(self, lstm: RowLSTMLayer, batch: int, height: int, width: int):
+        self.lstm, self.row = lstm, -1
+        self.input_to_state = ConvAtPosition(lstm.input_to_state, batch, height, width)
+        self.h = lstm.h0.expand(batch, -1, width).clone()  # (B, h, W): row r's states, so far
+        self.c = lstm.c0.expand(batch, -1, width).clone()
+
+    def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:  # (B, in) at (r, c) -> (B, h)
+        if r != self.row:  # row r starts: row r-1 is final
+            pad = self.lstm.state_to_state.kernel_size[0] // 2
+            self.state_gates = self.lstm.state_to_state(F.pad(self.h, (pad, pad)))  # (B, 4h, W)
+            self.c_above, self.row = self.c, r
+            self.h, self.c = torch.empty_like(self.h), torch.empty_like(self.c)
+        gates = self.input_to_state(x, r, c) + self.state_gates[:, :, c]  # (B, 4h)
+        h, self.c[:, :, c] = self.lstm.cell(gates, self.c_above[:, :, c])
+        self.h[:, :, c] = h
+        return h
 
 
 class RowLSTM(PixelRNN):
