@@ -60,7 +60,7 @@ class DiagonalLSTM(LSTM):
     """
 
     def __init__(self, in_features: int, hidden: int, data_channels: int, image_channels: int = 0):
-        super().__init__(in_features, hidden, data_channels, 1, 2)
+        super().__init__(in_features, hidden, data_channels, 1, 2, 1)
         self.image_to_state = nn.Conv2d(image_channels, 4 * hidden, 1, bias=False) if image_channels else None
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)
@@ -77,8 +77,9 @@ class DiagonalLSTM(LSTM):
         h, c = h0, c0  # (B, h, H): states of the previous diagonal, row by row
         columns = []
         for gates_col, inside_col in zip(gates_in.unbind(dim=3), inside.unbind(dim=1)):  # (B, 4h, H), (H,)
-            # Zero row on top: the 2x1 kernel at row r reads h[r-1] (above) and h[r] (left).
-            h, c = self.cell(gates_col + self.state_to_state(F.pad(h, (1, 0))), c)
+            # Zero row on top: the 2x1 kernel at row r reads h[r-1] (above) and h[r] (left); the
+            # conv pads both ends, and the output past the bottom row is dropped.
+            h, c = self.cell(gates_col + self.state_to_state(h)[..., :-1], c)
             h, c = torch.where(inside_col, h, h0), torch.where(inside_col, c, c0)
             columns.append(h)
         return unskew(torch.stack(columns, dim=3), width)  # (B, h, H, W)
@@ -146,7 +147,7 @@ class DiagonalBiLSTMAtPosition:
         right = self.right
         above, to_left = right.state_to_state.weight.unbind(2)  # mirrored: (r-1, c) and (r, c+1)
         conv = right.input_to_state
-        gates = torch.einsum("oi,biw->bow", (conv.weight * conv.mask)[:, :, 0, 0], inputs) + conv.bias[:, None]
+        gates = torch.einsum("oi,biw->bow", conv.masked_weight()[:, :, 0, 0], inputs) + conv.bias[:, None]
         if right.image_to_state is not None:
             gates = gates + torch.einsum("oi,biw->bow", right.image_to_state.weight[:, :, 0, 0], image)
         gates = gates + torch.einsum("oi,biw->bow", above, self.h_right)  # (B, 4h, W); h_right: row r-2

@@ -55,7 +55,9 @@ class MaskedConv2d(nn.Conv2d):
     """A 'same'-padded convolution whose kernel is multiplied by a causal mask on every call.
 
     Multiplying (rather than zeroing the weights once) keeps the masked taps at exactly zero
-    whatever the optimizer or weight decay does to them, so no gradient can ever leak.
+    whatever the optimizer or weight decay does to them, so no gradient can ever leak. A mask
+    without zeros (every 1x1 mask-B conv of a one-channel image) is skipped: multiplying by it
+    changes nothing, forward or backward.
     """
 
     def __init__(
@@ -70,12 +72,18 @@ class MaskedConv2d(nn.Conv2d):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2), bias=bias)
         self.mask_type = mask_type
-        self.register_buffer(
-            "mask", causal_mask(out_channels, in_channels, (kh, kw), data_channels, mask_type), persistent=False
-        )
+        self.set_mask(causal_mask(out_channels, in_channels, (kh, kw), data_channels, mask_type))
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Use `mask` (out, in, kh, kw) of 0/1 from now on."""
+        self.register_buffer("mask", mask, persistent=False)
+        self.mask_is_full = bool(mask.all())  # read once here: no host sync per call
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight if self.mask_is_full else self.weight * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+        return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mask={self.mask_type}"
@@ -95,7 +103,7 @@ class ConvAtPosition:
     def __init__(self, conv: MaskedConv2d, batch: int, height: int, width: int):
         kh, kw = conv.kernel_size
         self.cy, self.cx = kh // 2, kw // 2
-        weight = (conv.weight * conv.mask)[:, :, : self.cy + 1]  # (out, in, cy+1, kw)
+        weight = conv.masked_weight()[:, :, : self.cy + 1]  # (out, in, cy+1, kw)
         self.weight, self.bias = weight.flatten(1), conv.bias  # (out, in*(cy+1)*kw)
         pointwise = kh == kw == 1
         self.inputs = None if pointwise else weight.new_zeros(batch, conv.in_channels, height + self.cy, width + kw - 1)

@@ -33,15 +33,22 @@ class LSTM(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, hidden: int, data_channels: int, input_kernel: int | tuple[int, int], state_kernel: int
+        self,
+        in_features: int,
+        hidden: int,
+        data_channels: int,
+        input_kernel: int | tuple[int, int],
+        state_kernel: int,
+        state_padding: int = 0,
     ):
         super().__init__()
         self.hidden = hidden
         self.input_to_state = MaskedConv2d(in_features, 4 * hidden, input_kernel, data_channels, "B")
         gate_mask = causal_mask(hidden, in_features, self.input_to_state.kernel_size, data_channels, "B")
-        self.input_to_state.mask = gate_mask.repeat(4, 1, 1, 1)  # (4h, in, kh, kw)
+        self.input_to_state.set_mask(gate_mask.repeat(4, 1, 1, 1))  # (4h, in, kh, kw)
         # Unmasked: it reads only states of earlier pixels, which may depend on any group.
-        self.state_to_state = nn.Conv1d(hidden, 4 * hidden, state_kernel, bias=False)
+        # Zero padding (`state_padding` each side) inside the conv: no separate pad per scan step.
+        self.state_to_state = nn.Conv1d(hidden, 4 * hidden, state_kernel, padding=state_padding, bias=False)
         # Learned initial state, broadcast along the scan so that any image size works.
         self.h0 = nn.Parameter(torch.zeros(hidden, 1))
         self.c0 = nn.Parameter(torch.zeros(hidden, 1))

@@ -11,7 +11,6 @@ the paper uses k = 3 and up to 12 layers.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from pixel_lightning.models.layers import ConvAtPosition
 from pixel_lightning.models.lstm import LSTM, PixelRNN
@@ -21,17 +20,16 @@ class RowLSTMLayer(LSTM):
     """(B, in, H, W) feature maps -> hidden states (B, h, H, W), one LSTM step per row."""
 
     def __init__(self, in_features: int, hidden: int, data_channels: int, kernel: int = 3):
-        super().__init__(in_features, hidden, data_channels, (1, kernel), kernel)
+        super().__init__(in_features, hidden, data_channels, (1, kernel), kernel, kernel // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
         batch, _, _, width = x.shape
         gates_in = self.input_to_state(x)  # (B, 4h, H, W)
-        pad = self.state_to_state.kernel_size[0] // 2
         h = self.h0.expand(batch, -1, width)  # (B, h, W): the state of row -1
         c = self.c0.expand(batch, -1, width)
         rows = []
         for gates_row in gates_in.unbind(dim=2):  # (B, 4h, W)
-            h, c = self.cell(gates_row + self.state_to_state(F.pad(h, (pad, pad))), c)
+            h, c = self.cell(gates_row + self.state_to_state(h), c)  # 'same'-padded along the row
             rows.append(h)
         return torch.stack(rows, dim=2)  # (B, h, H, W)
 
@@ -51,8 +49,7 @@ class RowLSTMAtPosition:
 
     def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:  # (B, in) at (r, c) -> (B, h)
         if r != self.row:  # row r starts: row r-1 is final
-            pad = self.lstm.state_to_state.kernel_size[0] // 2
-            self.state_gates = self.lstm.state_to_state(F.pad(self.h, (pad, pad)))  # (B, 4h, W)
+            self.state_gates = self.lstm.state_to_state(self.h)  # (B, 4h, W)
             self.c_above, self.row = self.c, r
             self.h, self.c = torch.empty_like(self.h), torch.empty_like(self.c)
         gates = self.input_to_state(x, r, c) + self.state_gates[:, :, c]  # (B, 4h)
