@@ -55,8 +55,9 @@ class LSTM(nn.Module):
 
     def cell(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """gates (B, 4h, L), previous cell c (B, h, L) -> new hidden and cell states (B, h, L)."""
-        o, f, i = torch.sigmoid(gates[:, : 3 * self.hidden]).chunk(3, dim=1)
-        g = torch.tanh(gates[:, 3 * self.hidden :])
+        # unbind, not slices: its backward is one stack, where slices' fill zeros and copy per gate.
+        o, f, i, g = gates.unflatten(1, (4, self.hidden)).unbind(1)
+        o, f, i, g = torch.sigmoid(o), torch.sigmoid(f), torch.sigmoid(i), torch.tanh(g)
         c = f * c + i * g
         return o * torch.tanh(c), c
 
