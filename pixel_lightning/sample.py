@@ -42,6 +42,11 @@ def check_sample_settings(cfg: DictConfig) -> None:
     """Every setting of conf/sample.yaml that the checkpoint does not decide."""
     if cfg.mode not in ("sample", "complete"):
         raise UserError(f"mode must be sample or complete, but it is {cfg.mode}. Fix the override, e.g. mode=complete.")
+    if cfg.method not in ("cached", "naive"):
+        raise UserError(
+            f"method must be cached (the default, fast) or naive (one full network pass per draw: the slow "
+            f"reference; both give the same images), but it is {cfg.method}. Fix the override, e.g. method=cached."
+        )
     check_setting(cfg, "num_samples", "integer", 16, at_least=1)
     check_setting(cfg, "nrow", "integer", 4, at_least=1, nullable=True)
     check_setting(cfg, "temperature", "number", 1.0, above=0)
@@ -68,10 +73,12 @@ def test_images(model, data_dir: str, count: int) -> torch.Tensor:
     return torch.stack([datamodule.test_dataset[i] for i in range(count)])
 
 
-def complete_grid(model, originals: torch.Tensor, observed_rows: int, per_image: int, generator) -> torch.Tensor:
+def complete_grid(
+    model, originals: torch.Tensor, observed_rows: int, per_image: int, generator, method: str = "cached"
+) -> torch.Tensor:
     """Rows of [occluded, completion 1..per_image, original], as in the paper's Figure 6."""
     repeated = originals.repeat_interleave(per_image, dim=0)
-    completions = model.complete(repeated, observed_rows, generator=generator).cpu()
+    completions = model.complete(repeated, observed_rows, generator=generator, method=method).cpu()
     occluded = originals.clone()
     occluded[:, :, observed_rows:] = 0
     rows = [
@@ -89,7 +96,8 @@ def sample(cfg: DictConfig) -> Path:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     if cfg.mode == "sample":
-        levels = model.sample(cfg.num_samples, temperature=cfg.temperature, generator=generator).cpu()
+        options = {"method": cfg.method} if hasattr(model, "complete") else {}  # a GAN draws in one pass anyway
+        levels = model.sample(cfg.num_samples, temperature=cfg.temperature, generator=generator, **options).cpu()
         nrow = cfg.nrow
     elif not hasattr(model, "complete"):
         raise UserError(
@@ -106,7 +114,7 @@ def sample(cfg: DictConfig) -> Path:
                 f"checkpoint, but it is {observed}. Fix the override, e.g. completion.observed_rows={height // 2}."
             )
         originals = test_images(model, cfg.paths.data_dir, cfg.completion.num_images)
-        levels = complete_grid(model, originals, observed, cfg.completion.samples_per_image, generator)
+        levels = complete_grid(model, originals, observed, cfg.completion.samples_per_image, generator, cfg.method)
         nrow = cfg.completion.samples_per_image + 2
     path = save_png(make_grid(levels, model.levels, nrow=nrow), output_dir / f"{cfg.mode}s.png")
     if cfg.save_npy:

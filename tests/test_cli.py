@@ -84,6 +84,13 @@ def test_sample_writes_grid_and_levels(smoke_run, tmp_path):
     levels = np.load(tmp_path / "samples.npy")
     assert levels.shape == (4, 1, 28, 28) and set(np.unique(levels)) <= {0, 1}
     assert (tmp_path / "samples.png").is_file()
+    # The default is the cached sampler; the naive reference draws the same images.
+    naive = run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "num_samples=4", "save_npy=true",
+                "method=naive", f"hydra.run.dir={tmp_path}/naive")
+    assert_ok(naive)
+    assert (np.load(tmp_path / "naive" / "samples.npy") == levels).all()
+    assert_user_error(run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "method=fast",
+                          f"hydra.run.dir={tmp_path}/bad"), "method=fast", "method=cached")
 
 
 def test_completion_keeps_the_visible_half_of_test_images(smoke_run, tmp_path):

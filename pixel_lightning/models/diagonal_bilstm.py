@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pixel_lightning.models.layers import ConvAtPosition
 from pixel_lightning.models.lstm import LSTM, PixelRNN
 
 
@@ -59,7 +60,7 @@ class DiagonalLSTM(LSTM):
     """
 
     def __init__(self, in_features: int, hidden: int, data_channels: int, image_channels: int = 0):
-        super().__init__(in_features, hidden, data_channels, 1, 2)
+        super().__init__(in_features, hidden, data_channels, 1, 2, 1)
         self.image_to_state = nn.Conv2d(image_channels, 4 * hidden, 1, bias=False) if image_channels else None
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)
@@ -76,8 +77,9 @@ class DiagonalLSTM(LSTM):
         h, c = h0, c0  # (B, h, H): states of the previous diagonal, row by row
         columns = []
         for gates_col, inside_col in zip(gates_in.unbind(dim=3), inside.unbind(dim=1)):  # (B, 4h, H), (H,)
-            # Zero row on top: the 2x1 kernel at row r reads h[r-1] (above) and h[r] (left).
-            h, c = self.cell(gates_col + self.state_to_state(F.pad(h, (1, 0))), c)
+            # Zero row on top: the 2x1 kernel at row r reads h[r-1] (above) and h[r] (left); the
+            # conv pads both ends, and the output past the bottom row is dropped.
+            h, c = self.cell(gates_col + self.state_to_state(h)[..., :-1], c)
             h, c = torch.where(inside_col, h, h0), torch.where(inside_col, c, c0)
             columns.append(h)
         return unskew(torch.stack(columns, dim=3), width)  # (B, h, H, W)
@@ -100,6 +102,62 @@ class DiagonalBiLSTMLayer(nn.Module):
         # (r' <= r, c' >= c), including the future of row r, hence the shift.
         right = self.right_to_left(x.flip(3), None if image is None else image.flip(3)).flip(3)  # (B, h, H, W)
         return left + shift_down(right)
+
+    def cached_step(self, batch: int, height: int, width: int) -> DiagonalBiLSTMAtPosition:
+        return DiagonalBiLSTMAtPosition(self, batch, height, width)
+
+
+class DiagonalBiLSTMAtPosition:
+    """The layer at one position (r, c) per call, for cached sampling.
+
+    The left-to-right scan steps along with the pixels: the state at (r, c) needs the state above,
+    (r-1, c), and the one to the left, (r, c-1). The right-to-left scan of row r-1 runs once, when
+    row r starts, since the output at row r reads only its row r-1 (the down-shift).
+    """
+
+    def __init__(self, layer: DiagonalBiLSTMLayer, batch: int, height: int, width: int):
+        self.left, self.right, self.row = layer.left_to_right, layer.right_to_left, -1
+        self.input_to_state = ConvAtPosition(self.left.input_to_state, batch, height, width)
+        self.inputs = self.left.h0.new_zeros(batch, self.left.input_to_state.in_channels, width)  # row r's inputs
+        hidden = self.left.hidden
+        # Row r's left-to-right states at columns -1 .. W-1, column -1 being the initial state.
+        self.h = self.left.h0.new_zeros(batch, hidden, width + 1)
+        self.c = self.left.h0.new_zeros(batch, hidden, width + 1)
+        self.h_right = self.left.h0.new_zeros(batch, hidden, width)  # row r-1's right-to-left states
+
+    def __call__(self, x: torch.Tensor, r: int, c: int, image: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, in) at (r, c) -> (B, h); image (B, C, H, W): the raw image, final before (r, c)
+        left = self.left
+        above, to_left = left.state_to_state.weight.unbind(2)  # (4h, h) each: taps (r-1, c), (r, c-1)
+        if r != self.row:  # row r starts: row r-1 is final
+            if r > 0:
+                self.h_right = self.scan_right(self.inputs, None if image is None else image[:, :, r - 1])
+            self.above_gates = torch.einsum("oi,biw->bow", above, self.h[:, :, 1:])  # (B, 4h, W); zeros at row 0
+            self.h, self.c = self.h.clone(), self.c.clone()
+            self.h[:, :, 0], self.c[:, :, 0] = left.h0[:, 0], left.c0[:, 0]
+            self.row = r
+        self.inputs[:, :, c] = x
+        gates = self.input_to_state(x, r, c) + self.above_gates[:, :, c] + F.linear(self.h[:, :, c], to_left)
+        h, self.c[:, :, c + 1] = left.cell(gates, self.c[:, :, c])
+        self.h[:, :, c + 1] = h
+        return h + self.h_right[:, :, c]  # (B, h)
+
+    def scan_right(self, inputs: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
+        """Right-to-left states of the finished row r-1: inputs (B, in, W), image row (B, C, W) -> (B, h, W)."""
+        right = self.right
+        above, to_left = right.state_to_state.weight.unbind(2)  # mirrored: (r-1, c) and (r, c+1)
+        conv = right.input_to_state
+        gates = torch.einsum("oi,biw->bow", conv.masked_weight()[:, :, 0, 0], inputs) + conv.bias[:, None]
+        if right.image_to_state is not None:
+            gates = gates + torch.einsum("oi,biw->bow", right.image_to_state.weight[:, :, 0, 0], image)
+        gates = gates + torch.einsum("oi,biw->bow", above, self.h_right)  # (B, 4h, W); h_right: row r-2
+        batch, width = inputs.shape[0], inputs.shape[2]
+        h, c = right.h0[:, 0].expand(batch, -1), right.c0[:, 0].expand(batch, -1)
+        states = []
+        for col in reversed(range(width)):
+            h, c = right.cell(gates[:, :, col] + F.linear(h, to_left), c)
+            states.append(h)
+        return torch.stack(states[::-1], dim=2)  # (B, h, W)
 
 
 class DiagonalBiLSTM(PixelRNN):

@@ -55,7 +55,9 @@ class MaskedConv2d(nn.Conv2d):
     """A 'same'-padded convolution whose kernel is multiplied by a causal mask on every call.
 
     Multiplying (rather than zeroing the weights once) keeps the masked taps at exactly zero
-    whatever the optimizer or weight decay does to them, so no gradient can ever leak.
+    whatever the optimizer or weight decay does to them, so no gradient can ever leak. A mask
+    without zeros (every 1x1 mask-B conv of a one-channel image) is skipped: multiplying by it
+    changes nothing, forward or backward.
     """
 
     def __init__(
@@ -70,15 +72,52 @@ class MaskedConv2d(nn.Conv2d):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2), bias=bias)
         self.mask_type = mask_type
-        self.register_buffer(
-            "mask", causal_mask(out_channels, in_channels, (kh, kw), data_channels, mask_type), persistent=False
-        )
+        self.set_mask(causal_mask(out_channels, in_channels, (kh, kw), data_channels, mask_type))
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Use `mask` (out, in, kh, kw) of 0/1 from now on."""
+        self.register_buffer("mask", mask, persistent=False)
+        self.mask_is_full = bool(mask.all())  # read once here: no host sync per call
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight if self.mask_is_full else self.weight * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+        return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mask={self.mask_type}"
+
+
+class ConvAtPosition:
+    """A MaskedConv2d evaluated at one position at a time, for cached sampling.
+
+    It keeps the conv's input seen so far in a zero-padded buffer; `__call__` writes the input
+    vector of position (r, c) and returns the conv's output there from the kernel's window. Under
+    the causal mask only the kernel rows down to the centre are live, so only those are read, and
+    positions not yet written hold zeros that meet zero weights. Calling again at the same position
+    overwrites it (one call per channel group of a pixel). Weights are read once: build it in eval
+    mode, under no_grad, for one sampling run.
+    """
+
+    def __init__(self, conv: MaskedConv2d, batch: int, height: int, width: int):
+        kh, kw = conv.kernel_size
+        self.cy, self.cx = kh // 2, kw // 2
+        weight = conv.masked_weight()[:, :, : self.cy + 1]  # (out, in, cy+1, kw)
+        self.weight, self.bias = weight.flatten(1), conv.bias  # (out, in*(cy+1)*kw)
+        pointwise = kh == kw == 1
+        self.inputs = None if pointwise else weight.new_zeros(batch, conv.in_channels, height + self.cy, width + kw - 1)
+
+    def write(self, x: torch.Tensor, r: int, c: int) -> None:
+        """Store the input (B, in) of position (r, c) without computing anything."""
+        self.inputs[:, :, r + self.cy, c + self.cx] = x
+
+    def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:  # (B, in) at (r, c)
+        if self.inputs is None:
+            return F.linear(x, self.weight, self.bias)  # (B, out)
+        self.write(x, r, c)
+        window = self.inputs[:, :, r : r + self.cy + 1, c : c + 2 * self.cx + 1]  # (B, in, cy+1, kw)
+        return F.linear(window.flatten(1), self.weight, self.bias)  # (B, out)
 
 
 class OutputStack(nn.Module):
@@ -111,12 +150,13 @@ class OutputStack(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
         for conv in self.hidden:
             h = conv(F.relu(h))  # (B, hidden, H, W)
-        logits = self.logits(F.relu(h))  # (B, C*K, H, W)
+        return self.layout(self.logits(F.relu(h)))  # (B, C*K, H, W) -> logits
+
+    def layout(self, logits: torch.Tensor) -> torch.Tensor:
+        """The last conv's (B, C*K, ...) maps -> (B, C, ...) if levels == 2 else (B, K, C, ...)."""
         if self.levels == 2:
-            return logits  # (B, C, H, W)
-        b, _, height, width = logits.shape
-        logits = logits.view(b, self.data_channels, self.levels, height, width)  # (B, C, K, H, W)
-        return logits.transpose(1, 2)  # (B, K, C, H, W)
+            return logits
+        return logits.unflatten(1, (self.data_channels, self.levels)).transpose(1, 2)
 
 
 class ResidualNet(nn.Module):
@@ -157,6 +197,12 @@ class ResidualNet(nn.Module):
         """Extra keyword inputs of layer `index`, given the net's input x; none by default."""
         return {}
 
+    def cached_sampler(self, batch: int, height: int, width: int) -> CachedSampler | None:
+        """The net at one position at a time (see CachedSampler), or None when a layer has no
+        `cached_step(batch, height, width)` (or it returns None): then sampling is naive."""
+        steps = [getattr(layer, "cached_step", lambda *_: None)(batch, height, width) for layer in self.layers]
+        return None if None in steps else CachedSampler(self, steps, batch, height, width)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         h = self.input_conv(x)  # (B, 2h, H, W)
         skipped = torch.zeros_like(h) if self.skips is not None else None
@@ -165,6 +211,42 @@ class ResidualNet(nn.Module):
             if skipped is not None:
                 skipped = skipped + self.skips[i](h)
         return self.output(h if skipped is None else h + skipped)
+
+
+class CachedSampler:
+    """A ResidualNet computing the logits of one position at a time, reusing earlier positions.
+
+    Every layer is causal, so its activations at a position never change once the position's
+    inputs are final. Calls come in raster order, once per channel group of each position; a
+    call at (r, c) computes each layer at (r, c) only, from the caches of the positions before
+    (the input conv's, which is given the previous pixel again: its last channel is drawn after
+    its last call; the layers' own: `layer_steps[i](h, r, c, **net.layer_inputs(i, x))`),
+    and overwrites what an earlier call at (r, c) left. The mask-A input conv hides a pixel's
+    last channel from the whole pixel, so after the last group's call the position is final.
+    """
+
+    def __init__(self, net: ResidualNet, layer_steps: list, batch: int, height: int, width: int):
+        self.net, self.layer_steps = net, layer_steps
+        self.input_conv = ConvAtPosition(net.input_conv, batch, height, width)
+        self.skips = None if net.skips is None else [ConvAtPosition(s, batch, height, width) for s in net.skips]
+        convs = [*net.output.hidden, net.output.logits]
+        self.output = [ConvAtPosition(conv, batch, height, width) for conv in convs]
+
+    def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:
+        """x (B, C, H, W) the net's input, final before (r, c) -> logits at (r, c), (B, C) or (B, K, C)."""
+        if c > 0 or r > 0:  # the previous pixel's last channel was drawn after its last call
+            before = (r, c - 1) if c > 0 else (r - 1, x.shape[3] - 1)
+            self.input_conv.write(x[:, :, before[0], before[1]], *before)
+        h = self.input_conv(x[:, :, r, c], r, c)  # (B, 2h)
+        skipped = torch.zeros_like(h) if self.skips is not None else None
+        for i, step in enumerate(self.layer_steps):
+            h = step(h, r, c, **self.net.layer_inputs(i, x))  # (B, 2h)
+            if skipped is not None:
+                skipped = skipped + self.skips[i](h, r, c)
+        h = h if skipped is None else h + skipped
+        for conv in self.output:
+            h = conv(F.relu(h), r, c)
+        return self.net.output.layout(h)  # (B, C) or (B, K, C)
 
 
 def check_sizes(data_channels: int, levels: int, hidden: int, layers: int) -> None:

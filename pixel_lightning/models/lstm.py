@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from pixel_lightning.models.layers import MaskedConv2d, ResidualNet, causal_mask
+from pixel_lightning.models.layers import ConvAtPosition, MaskedConv2d, ResidualNet, causal_mask
 
 
 class LSTM(nn.Module):
@@ -42,25 +42,28 @@ class LSTM(nn.Module):
         input_kernel: int | tuple[int, int],
         state_kernel: int,
         forget_gates: int = 1,
+        state_padding: int = 0,
     ):
         super().__init__()
         self.hidden = hidden
         gates = 3 + forget_gates
         self.input_to_state = MaskedConv2d(in_features, gates * hidden, input_kernel, data_channels, "B")
         gate_mask = causal_mask(hidden, in_features, self.input_to_state.kernel_size, data_channels, "B")
-        self.input_to_state.mask = gate_mask.repeat(gates, 1, 1, 1)  # (gates*h, in, kh, kw)
+        self.input_to_state.set_mask(gate_mask.repeat(gates, 1, 1, 1))  # (gates*h, in, kh, kw)
         # Unmasked: it reads only states of earlier pixels, which may depend on any group.
-        self.state_to_state = nn.Conv1d(hidden, gates * hidden, state_kernel, bias=False)
+        # Zero padding (`state_padding` each side) inside the conv: no separate pad per scan step.
+        self.state_to_state = nn.Conv1d(hidden, gates * hidden, state_kernel, padding=state_padding, bias=False)
         # Learned initial state, broadcast along the scan so that any image size works.
         self.h0 = nn.Parameter(torch.zeros(hidden, 1))
         self.c0 = nn.Parameter(torch.zeros(hidden, 1))
 
     def cell(self, gates: torch.Tensor, *c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """gates (B, (3+n)h, L), the n previous cells (B, h, L), one per forget gate
-        -> new hidden and cell states (B, h, L)."""
-        o, *forget, i = torch.sigmoid(gates[:, : -self.hidden]).chunk(2 + len(c_prev), dim=1)
-        g = torch.tanh(gates[:, -self.hidden :])
-        c = i * g + sum(f * c for f, c in zip(forget, c_prev, strict=True))
+        """gates (B, (3+n)h, L) laid out [o, f_1..f_n, i, g], the n previous cells (B, h, L), one per
+        forget gate -> new hidden and cell states (B, h, L)."""
+        # unbind, not slices: its backward is one stack, where slices' fill zeros and copy per gate.
+        o, *forget, i, g = gates.unflatten(1, (-1, self.hidden)).unbind(1)
+        o, i, g = torch.sigmoid(o), torch.sigmoid(i), torch.tanh(g)
+        c = i * g + sum(torch.sigmoid(f) * c for f, c in zip(forget, c_prev, strict=True))
         return o * torch.tanh(c), c
 
 
@@ -75,6 +78,18 @@ class ResidualLSTM(nn.Module):
     def forward(self, x: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:  # (B, 2h, H, W)
         # `inputs`: extra keyword inputs of the LSTM layer (the Diagonal BiLSTM's raw image).
         return x + self.expand(self.lstm(x, **inputs))
+
+    def cached_step(self, batch: int, height: int, width: int) -> Callable | None:
+        """The layer at one position per call (cached sampling), if its LSTM has a cached step."""
+        if not hasattr(self.lstm, "cached_step"):
+            return None
+        lstm = self.lstm.cached_step(batch, height, width)
+        expand = ConvAtPosition(self.expand, batch, height, width)
+
+        def step(x: torch.Tensor, r: int, c: int, **inputs: torch.Tensor) -> torch.Tensor:  # (B, 2h) at (r, c)
+            return x + expand(lstm(x, r, c, **inputs), r, c)
+
+        return step
 
 
 class PixelRNN(ResidualNet):

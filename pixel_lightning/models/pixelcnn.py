@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixel_lightning.models.layers import MaskedConv2d, ResidualNet
+from pixel_lightning.models.layers import ConvAtPosition, MaskedConv2d, ResidualNet
 
 
 class ResidualBlock(nn.Module):
@@ -29,6 +29,23 @@ class ResidualBlock(nn.Module):
         h = F.relu(self.reduce(x))  # (B, h, H, W)
         h = F.relu(self.conv(h))  # (B, h, H, W)
         return x + self.expand(h)  # (B, 2h, H, W)
+
+    def cached_step(self, batch: int, height: int, width: int) -> ResidualBlockAtPosition:
+        return ResidualBlockAtPosition(self, batch, height, width)
+
+
+class ResidualBlockAtPosition:
+    """The block at one position (r, c) per call, for cached sampling: the 3x3 conv keeps its
+    input of earlier positions; the 1x1 convs need nothing but the position itself."""
+
+    def __init__(self, block: ResidualBlock, batch: int, height: int, width: int):
+        convs = (block.reduce, block.conv, block.expand)
+        self.reduce, self.conv, self.expand = (ConvAtPosition(m, batch, height, width) for m in convs)
+
+    def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:  # (B, 2h) at (r, c)
+        h = F.relu(self.reduce(x, r, c))  # (B, h)
+        h = F.relu(self.conv(h, r, c))  # (B, h)
+        return x + self.expand(h, r, c)  # (B, 2h)
 
 
 class PixelCNN(ResidualNet):

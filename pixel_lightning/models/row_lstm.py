@@ -11,8 +11,8 @@ the paper uses k = 3 and up to 12 layers.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from pixel_lightning.models.layers import ConvAtPosition
 from pixel_lightning.models.lstm import LSTM, PixelRNN
 
 
@@ -20,19 +20,42 @@ class RowLSTMLayer(LSTM):
     """(B, in, H, W) feature maps -> hidden states (B, h, H, W), one LSTM step per row."""
 
     def __init__(self, in_features: int, hidden: int, data_channels: int, kernel: int = 3):
-        super().__init__(in_features, hidden, data_channels, (1, kernel), kernel)
+        super().__init__(in_features, hidden, data_channels, (1, kernel), kernel, kernel // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
         batch, _, _, width = x.shape
         gates_in = self.input_to_state(x)  # (B, 4h, H, W)
-        pad = self.state_to_state.kernel_size[0] // 2
         h = self.h0.expand(batch, -1, width)  # (B, h, W): the state of row -1
         c = self.c0.expand(batch, -1, width)
         rows = []
         for gates_row in gates_in.unbind(dim=2):  # (B, 4h, W)
-            h, c = self.cell(gates_row + self.state_to_state(F.pad(h, (pad, pad))), c)
+            h, c = self.cell(gates_row + self.state_to_state(h), c)  # 'same'-padded along the row
             rows.append(h)
         return torch.stack(rows, dim=2)  # (B, h, H, W)
+
+    def cached_step(self, batch: int, height: int, width: int) -> RowLSTMAtPosition:
+        return RowLSTMAtPosition(self, batch, height, width)
+
+
+class RowLSTMAtPosition:
+    """The layer at one position (r, c) per call, for cached sampling: the state-to-state conv of
+    row r-1 runs once, when row r starts; the input-to-state conv and the cell run per position."""
+
+    def __init__(self, lstm: RowLSTMLayer, batch: int, height: int, width: int):
+        self.lstm, self.row = lstm, -1
+        self.input_to_state = ConvAtPosition(lstm.input_to_state, batch, height, width)
+        self.h = lstm.h0.expand(batch, -1, width).clone()  # (B, h, W): row r's states, so far
+        self.c = lstm.c0.expand(batch, -1, width).clone()
+
+    def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:  # (B, in) at (r, c) -> (B, h)
+        if r != self.row:  # row r starts: row r-1 is final
+            self.state_gates = self.lstm.state_to_state(self.h)  # (B, 4h, W)
+            self.c_above, self.row = self.c, r
+            self.h, self.c = torch.empty_like(self.h), torch.empty_like(self.c)
+        gates = self.input_to_state(x, r, c) + self.state_gates[:, :, c]  # (B, 4h)
+        h, self.c[:, :, c] = self.lstm.cell(gates, self.c_above[:, :, c])
+        self.h[:, :, c] = h
+        return h
 
 
 class RowLSTM(PixelRNN):

@@ -1,0 +1,303 @@
+"""The benchmark suite: training, Lightning's overhead, sampling and the data loader, per architecture.
+
+For each model (a name of `conf/model/`, e.g. pixelcnn, row_lstm, diagonal_bilstm) and each dataset
+(a name of `conf/data/`: binarized_mnist, cifar10), built from its config (its default sizes unless
+--hidden / --layers set them for every model), it measures
+
+- training images/s (median step: log_prob, backward, Adam step) and peak memory, eager and with
+  `torch.compile`, each in a fresh process so that its peak memory is its own;
+- Lightning's overhead: the median step of `Trainer.fit` over the median step of a plain PyTorch
+  loop training the same net on the same batches, side by side in one process (1.0 = none);
+- sampling images/s, naive and cached, with their ratio, side by side in one process, and whether
+  both drew the same levels (they must, for the same weights and seed);
+- the DataModule's training loader alone, images/s (real data under PIXEL_DATA_DIR), to show that
+  it is never the bottleneck.
+
+Peak memory: on CUDA `torch.cuda.max_memory_allocated`; on CPU the growth of the process's max RSS
+over the steps (activations, gradients, optimizer state; not weights, libraries or data). Ratios
+come from one run side by side; absolute figures drift on a shared machine.
+
+Prints one JSON line per (model, data) and then a Markdown summary (also written with --markdown):
+
+    python benchmarks/run.py                       # the models' config sizes, both datasets
+    python benchmarks/run.py --quick               # tiny sizes: checks that everything runs
+    python benchmarks/run.py --models spatial_lstm row_lstm --hidden 16 --layers 2 --data cifar10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from anywhere: this checkout's package, not an installed one
+
+MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
+DATA = ["binarized_mnist", "cifar10"]
+FIELDS = (
+    "model", "data", "hidden", "layers", "params", "batch_size", "device", "threads", "memory",
+    "train_images_per_s", "peak_memory_mb", "compiled_train_images_per_s", "compiled_peak_memory_mb",
+    "plain_loop_step_ms", "lightning_step_ms", "lightning_overhead",
+    "sample_images", "naive_sample_images_per_s", "cached_sample_images_per_s", "cached_speedup",
+    "sampling_identical", "loader_images_per_s",
+)  # fmt: skip
+
+
+def configs(model: str, data: str, args: argparse.Namespace) -> tuple[dict, dict]:
+    """The resolved net config of conf/model/<model>.yaml on conf/data/<data>.yaml, and the data config."""
+    from omegaconf import OmegaConf
+
+    import pixel_lightning  # noqa: F401  (registers the config resolvers)
+
+    paths = {"data_dir": os.environ.get("PIXEL_DATA_DIR", "data")}
+    root = OmegaConf.create({"paths": paths})
+    root.data = OmegaConf.load(REPO / "conf" / "data" / f"{data}.yaml")
+    root.model = OmegaConf.load(REPO / "conf" / "model" / f"{model}.yaml")
+    net = OmegaConf.to_container(root.model.net, resolve=True)
+    net.update({k: v for k, v in (("hidden", args.hidden), ("layers", args.layers)) if v is not None})
+    return net, OmegaConf.to_container(root.data, resolve=True)
+
+
+def build(model: str, data: str, args: argparse.Namespace):
+    from pixel_lightning.models import AutoregressiveImageModel
+
+    net, data_cfg = configs(model, data, args)
+    torch.manual_seed(0)
+    return AutoregressiveImageModel(net, {"_target_": "torch.optim.Adam", "lr": 1e-3}, data_cfg)
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def random_batches(module, count: int, batch_size: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    shape = (batch_size, *module.image_shape)
+    return [torch.randint(0, module.levels, shape, generator=generator) for _ in range(count)]
+
+
+def loss_of(module, batch: torch.Tensor) -> torch.Tensor:
+    return -module.log_prob(batch).mean() / module.dims  # the training loss, nats per dimension
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    return device
+
+
+def train_speed(job: tuple[str, str, bool, argparse.Namespace]) -> dict:
+    """Training images/s and peak memory of one model, eager or compiled (its own process)."""
+    model_name, data_name, compiled, args = job
+    device = setup(args)
+    module = build(model_name, data_name, args).to(device)
+    optimizer = module.configure_optimizers()
+    loss_fn = torch.compile(loss_of) if compiled else loss_of
+    batch = random_batches(module, 1, args.batch_size)[0].to(device)
+    cuda = device.type == "cuda"
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(module, batch).backward()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = max_rss_mb()
+    for _ in range(args.warmup + (1 if compiled else 0)):  # compiled: one more, for the compilation
+        step()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else max_rss_mb() - rss_before
+    prefix = "compiled_" if compiled else ""
+    return {
+        "params": sum(p.numel() for p in module.parameters()),
+        "hidden": module.hparams.net.get("hidden"),
+        "layers": module.hparams.net.get("layers"),
+        "memory": "cuda_max_allocated" if cuda else "cpu_max_rss_growth",
+        # The median step: robust to other processes briefly taking the (shared) CPU cores.
+        f"{prefix}train_images_per_s": round(args.batch_size / statistics.median(times), 2),
+        f"{prefix}peak_memory_mb": round(peak, 1),
+    }
+
+
+class StepTimes:
+    """A Lightning callback recording when each training batch starts (the loader's fetch included)."""
+
+    def __init__(self):
+        import pytorch_lightning as pl
+
+        class Callback(pl.Callback):
+            def on_train_batch_start(inner, *_):  # noqa: N805
+                self.starts.append(time.perf_counter())
+
+            def on_train_end(inner, *_):  # noqa: N805
+                self.starts.append(time.perf_counter())
+
+        self.starts: list[float] = []
+        self.callback = Callback()
+
+
+def median_step(starts: list[float], warmup: int) -> float:
+    return statistics.median(b - a for a, b in zip(starts[warmup:], starts[warmup + 1 :]))
+
+
+def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
+    """Lightning's overhead and naive against cached sampling, in one process."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    model_name, data_name, args = job
+    device = setup(args)
+    steps = args.warmup + args.steps
+    module = build(model_name, data_name, args)
+    batches = random_batches(module, steps, args.batch_size)
+
+    def loader() -> DataLoader:  # the same batches, in order, as a DataLoader like the DataModule's
+        return DataLoader(torch.cat(batches), batch_size=args.batch_size, shuffle=False)
+
+    # A plain PyTorch loop over the same net and batches.
+    plain = build(model_name, data_name, args).to(device)
+    optimizer = plain.configure_optimizers()
+    starts = []
+    for batch in loader():
+        starts.append(time.perf_counter())
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(plain, batch.to(device)).backward()
+        optimizer.step()
+    starts.append(time.perf_counter())
+    plain_step = median_step(starts, args.warmup)
+
+    timer = StepTimes()
+    trainer = pl.Trainer(
+        accelerator=device.type, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer.callback],
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=loader())
+    fit_step = median_step(timer.starts, args.warmup)
+
+    module = module.to(device)
+    times, levels = {}, {}
+    for method in ("naive", "cached"):
+        start = time.perf_counter()
+        generator = torch.Generator(device=device).manual_seed(0)
+        levels[method] = module.sample(args.sample_images, generator=generator, method=method)
+        times[method] = time.perf_counter() - start
+    return {
+        "plain_loop_step_ms": round(1000 * plain_step, 2),
+        "lightning_step_ms": round(1000 * fit_step, 2),
+        "lightning_overhead": round(fit_step / plain_step, 3),
+        "sample_images": args.sample_images,
+        "naive_sample_images_per_s": round(args.sample_images / times["naive"], 3),
+        "cached_sample_images_per_s": round(args.sample_images / times["cached"], 3),
+        "cached_speedup": round(times["naive"] / times["cached"], 1),
+        "sampling_identical": bool(torch.equal(levels["naive"], levels["cached"])),
+    }
+
+
+def loader_speed(job: tuple[str, argparse.Namespace]) -> dict:
+    """Images/s of the DataModule's training loader alone, on the real data."""
+    import hydra
+
+    data_name, args = job
+    setup(args)
+    _, data_cfg = configs(MODELS[0], data_name, args)
+    datamodule = hydra.utils.instantiate(dict(data_cfg, batch_size=args.batch_size, download=False))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    count, start = 0, time.perf_counter()
+    for i, batch in enumerate(datamodule.train_dataloader()):
+        count += len(batch)
+        if i + 1 == args.loader_batches:
+            break
+    return {"loader_images_per_s": round(count / (time.perf_counter() - start), 1)}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| model | data | train img/s eager / compiled | peak MB eager / compiled | Lightning overhead "
+        "| sampling img/s naive / cached | cached speedup | loader img/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['data']} | {r['train_images_per_s']} / {r['compiled_train_images_per_s']} "
+            f"| {r['peak_memory_mb']} / {r['compiled_peak_memory_mb']} | {r['lightning_overhead']} "
+            f"| {r['naive_sample_images_per_s']} / {r['cached_sample_images_per_s']} | {r['cached_speedup']}x "
+            f"| {r['loader_images_per_s']} |"
+        )
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=MODELS, help="names of conf/model/*.yaml")
+    parser.add_argument("--data", nargs="+", default=DATA, help="names of conf/data/*.yaml")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps: that everything runs")
+    parser.add_argument("--hidden", type=int, help="h of every model (default: each model's config)")
+    parser.add_argument("--layers", type=int, help="layers of every model (default: each model's config)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--sample-images", type=int, default=64, help="images sampled by each method")
+    parser.add_argument("--loader-batches", type=int, default=50)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    # One thread by default: on a CPU shared with other jobs, OpenMP threads waiting on each other
+    # slow the many small ops of the recurrent models down erratically.
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (ignored on CUDA)")
+    parser.add_argument("--markdown", type=Path, help="also write the summary table to this file")
+    args = parser.parse_args(argv)
+    for kind, names in (("model", args.models), ("data", args.data)):
+        for name in names:
+            if not (REPO / "conf" / kind / f"{name}.yaml").is_file():
+                parser.error(f"no conf/{kind}/{name}.yaml; choose from the files in conf/{kind}/")
+    if args.quick:
+        args.hidden, args.layers = args.hidden or 4, args.layers or 1
+        args.batch_size, args.steps, args.warmup, args.sample_images, args.loader_batches = 4, 2, 1, 2, 5
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse(argv)
+    # torch.compile needs a C compiler on CPU and a cache folder: keep it out of the home folder.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / "pixel-lightning-inductor"))
+    pairs = [(model, data) for data in args.data for model in args.models]
+    # One fresh process per job (spawn: no CUDA state inherited), so that peak memory is per job.
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        loaders = dict(zip(args.data, pool.map(loader_speed, [(data, args) for data in args.data], chunksize=1)))
+        rows = []
+        for model, data in pairs:
+            row = {"model": model, "data": data, "batch_size": args.batch_size, "device": args.device}
+            row["threads"] = args.threads if args.device == "cpu" else None
+            row.update(pool.apply(train_speed, ((model, data, False, args),)))
+            row.update(pool.apply(train_speed, ((model, data, True, args),)))
+            row.update(pool.apply(side_by_side, ((model, data, args),)))
+            row.update(loaders[data])
+            row = {key: row[key] for key in FIELDS}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    summary = markdown(rows)
+    print("\n" + summary, flush=True)
+    if args.markdown:
+        args.markdown.write_text(summary + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The benchmark suite's --quick mode, as the README runs it: every field of every JSON line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from support import REPO, requires_data
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from run import FIELDS  # noqa: E402
+
+
+@pytest.mark.slow
+@requires_data
+def test_quick_benchmark_reports_every_field(tmp_path):
+    summary = tmp_path / "summary.md"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--models", "pixelcnn", "row_lstm",
+         "--data", "binarized_mnist", "--device", "cpu", "--markdown", str(summary)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(r["model"], r["data"]) for r in rows] == [("pixelcnn", "binarized_mnist"), ("row_lstm", "binarized_mnist")]
+    for row in rows:
+        assert tuple(row) == FIELDS
+        assert all(row[key] is not None for key in FIELDS), row
+        assert row["sampling_identical"] is True
+        assert row["hidden"] == 4 and row["layers"] == 1  # --quick sizes, whatever the configs say
+        for key in FIELDS:
+            if key.endswith(("_per_s", "_ms", "overhead", "speedup")):
+                assert row[key] > 0, key
+    table = summary.read_text()
+    assert "| pixelcnn | binarized_mnist |" in table and "| row_lstm | binarized_mnist |" in table
+    assert table in result.stdout

@@ -1,0 +1,159 @@
+"""Sampling against ground truth: cached sampling returns exactly the levels of naive sampling, and
+sampled frequencies match exactly enumerated (tempered, conditional) distributions."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from support import tiny_model
+from test_likelihood import constant_model
+
+from pixel_lightning.models.layers import ResidualNet
+
+ARCHS = ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM"]
+DATA = [(1, 2), (3, 4)]  # (channels, levels): binary, and RGB with a softmax head
+NETS = [(arch, {"skip": skip}) for arch in ARCHS for skip in (True, False)] + [
+    ("diagonal_bilstm.DiagonalBiLSTM", {"close_blind_spot": False})
+]
+
+
+def random_model(channels: int, levels: int, arch: str, height: int = 5, width: int = 6, **net):
+    """A float64 model with large random weights (and non-zero initial LSTM states), so that
+    draws depend strongly on what was drawn before."""
+    torch.manual_seed(0)
+    model = tiny_model(channels, levels, height=height, width=width, arch=arch, layers=2, **net).double()
+    with torch.no_grad():
+        for name, p in model.net.named_parameters():
+            torch.nn.init.normal_(p) if name.endswith(("h0", "c0")) else p.mul_(2.0)
+    return model
+
+
+def both_ways(model, draw) -> tuple[torch.Tensor, torch.Tensor]:
+    """draw(method, generator) with the same seed, naive then cached."""
+    return tuple(draw(method, torch.Generator().manual_seed(3)) for method in ("naive", "cached"))
+
+
+@pytest.mark.parametrize("arch,net", NETS, ids=lambda v: str(v))
+@pytest.mark.parametrize("channels,levels", DATA)
+def test_cached_sampling_returns_the_levels_of_naive_sampling(channels, levels, arch, net):
+    model = random_model(channels, levels, arch, **net)
+    naive, cached = both_ways(model, lambda method, g: model.sample(6, generator=g, method=method))
+    assert torch.equal(naive, cached), f"{(naive != cached).sum()} of {naive.numel()} levels differ"
+    assert len({tuple(image.flatten().tolist()) for image in cached}) == 6  # every image its own draws
+
+
+@pytest.mark.parametrize("arch,net", NETS, ids=lambda v: str(v))
+@pytest.mark.parametrize("channels,levels", DATA)
+def test_cached_completion_returns_the_levels_of_naive_completion(channels, levels, arch, net):
+    model = random_model(channels, levels, arch, **net)
+    originals = torch.randint(0, levels, (4, channels, 5, 6), generator=torch.Generator().manual_seed(1))
+    naive, cached = both_ways(
+        model, lambda method, g: model.complete(originals, 2, temperature=0.8, generator=g, method=method)
+    )
+    assert torch.equal(naive, cached), f"{(naive != cached).sum()} of {naive.numel()} levels differ"
+    assert torch.equal(cached[:, :, :2], originals[:, :, :2])
+    # The observed rows matter: other rows above give other completions from the same draws.
+    others = originals.clone()
+    others[:, :, :2] = (others[:, :, :2] + 1) % levels
+    moved = model.complete(others, 2, temperature=0.8, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(moved[:, :, 2:], cached[:, :, 2:])
+
+
+def test_a_net_without_a_cached_step_is_sampled_naively():
+    model = constant_model(3, 4, 2, 3)
+    assert not hasattr(model.net, "cached_sampler")
+    naive, cached = both_ways(model, lambda method, g: model.sample(5, generator=g, method=method))
+    assert torch.equal(naive, cached)
+
+    class NoStep(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    net = ResidualNet(1, 2, 4, 2, lambda i: NoStep(), output_hidden=4)
+    assert net.cached_sampler(1, 2, 2) is None  # a layer without `cached_step`: naive
+
+
+def test_unknown_sampling_method_is_an_error():
+    with pytest.raises(ValueError, match="method must be"):
+        tiny_model().sample(1, method="fast")
+
+
+# ---- ground truth ------------------------------------------------------------------------------
+
+
+def total_variation(samples: torch.Tensor, outcomes: torch.Tensor, probs: torch.Tensor) -> float:
+    """Between the frequencies of `samples` (N, ...) over `outcomes` (M, ...) and `probs` (M,)."""
+    hits = (samples.flatten(1)[:, None] == outcomes.flatten(1)[None]).all(2)  # (N, M)
+    assert hits.sum(1).eq(1).all(), "a sample outside the enumerated outcomes"
+    return 0.5 * (hits.double().mean(0) - probs).abs().sum().item()
+
+
+def tempered_probs(model, images: torch.Tensor, temperature: float) -> torch.Tensor:
+    """p_T(x) = prod over dimensions of softmax(logits / T) at x: what sampling at T draws from."""
+    with torch.no_grad():
+        logits = model.logits(images) / temperature  # (M, K, C, H, W)
+        picked = logits.log_softmax(1).gather(1, images[:, None]).squeeze(1)  # (M, C, H, W)
+    return picked.flatten(1).sum(1).exp()
+
+
+@pytest.mark.parametrize("method", ["cached", "naive"])
+def test_temperature_gives_the_tempered_conditionals(method):
+    # RGB, K = 3 levels, one pixel: 27 outcomes, each sub-pixel conditioned on the ones before.
+    model = random_model(3, 3, "pixelcnn.PixelCNN", height=1, width=1)
+    with torch.no_grad():  # sharper conditionals, for T to matter
+        for p in model.net.output.logits.parameters():
+            p.mul_(3.0)
+    images = torch.tensor(list(itertools.product(range(3), repeat=3))).view(27, 3, 1, 1)
+    exact = {t: tempered_probs(model, images, t) for t in (1.0, 0.5)}
+    assert exact[1.0].sum().item() == pytest.approx(1.0) and exact[0.5].sum().item() == pytest.approx(1.0)
+    assert 0.5 * (exact[1.0] - exact[0.5]).abs().sum() > 0.15  # ignoring T would fail below
+    for t, probs in exact.items():
+        samples = model.sample(20000, temperature=t, generator=torch.Generator().manual_seed(0), method=method)
+        assert total_variation(samples, images, probs) < 0.03, f"T={t}"
+    # T -> 0: each sub-pixel its most likely level given the ones before, in every sample.
+    greedy = torch.zeros(1, 3, 1, 1, dtype=torch.long)
+    for ch in range(3):
+        greedy[0, ch] = model.logits(greedy)[0, :, ch].argmax()
+    cold = model.sample(50, temperature=1e-6, generator=torch.Generator().manual_seed(0), method=method)
+    assert torch.equal(cold, greedy.expand_as(cold))
+
+
+@pytest.mark.parametrize("method", ["cached", "naive"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_completion_follows_the_conditional_of_the_unobserved_row(arch, method):
+    # 2x2 binary images with row 0 observed: the completions of row 1 must follow p(row 1 | row 0),
+    # enumerated from log_prob, and that depends on row 0.
+    model = random_model(1, 2, arch, height=2, width=2)
+    with torch.no_grad():  # sharper: row 1 depends on row 0 strongly
+        for p in model.net.parameters():
+            p.mul_(1.5)
+    rows = torch.tensor(list(itertools.product(range(2), repeat=2)))  # the 4 values of a row
+    conditionals = []
+    for row0 in ([0, 0], [1, 1]):
+        images = torch.stack([torch.tensor([row0, row1.tolist()]) for row1 in rows])[:, None]  # (4, 1, 2, 2)
+        with torch.no_grad():
+            joint = model.log_prob(images).exp()
+        conditional = joint / joint.sum()
+        observed = images[:1].expand(4000, -1, -1, -1)  # row 1 of the input is (0, 0)
+        completions = model.complete(observed, 1, generator=torch.Generator().manual_seed(0), method=method)
+        assert torch.equal(completions[:, :, 0], observed[:, :, 0])
+        assert total_variation(completions[:, 0, 1], rows, conditional) < 0.04
+        conditionals.append(conditional)
+    assert 0.5 * (conditionals[0] - conditionals[1]).abs().sum() > 0.3  # a completion ignoring row 0 fails
+
+
+@pytest.mark.parametrize("method", ["cached", "naive"])
+def test_rgb_levels_are_drawn_along_the_level_axis(method):
+    # Logits that put one level per channel far above the others: (channel 0, 1, 2) -> level (1, 3, 2).
+    # A softmax over channels instead of levels, or the wrong channel's logits, draws other levels.
+    model = random_model(3, 4, "pixelcnn.PixelCNN", height=2, width=3)
+    wanted = torch.tensor([1, 3, 2])
+    with torch.no_grad():
+        model.net.output.logits.weight.zero_()
+        bias = torch.zeros(3, 4)  # the last conv lays out its maps channel-major: (C, K)
+        bias[torch.arange(3), wanted] = 30.0
+        model.net.output.logits.bias.copy_(bias.flatten())
+    samples = model.sample(8, generator=torch.Generator().manual_seed(0), method=method)
+    assert torch.equal(samples, wanted.view(1, 3, 1, 1).expand(8, 3, 2, 3))
