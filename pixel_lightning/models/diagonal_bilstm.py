@@ -60,7 +60,7 @@ class DiagonalLSTM(LSTM):
     """
 
     def __init__(self, in_features: int, hidden: int, data_channels: int, image_channels: int = 0):
-        super().__init__(in_features, hidden, data_channels, 1, 2, 1)
+        super().__init__(in_features, hidden, data_channels, 1, 2, state_padding=1)
         self.image_to_state = nn.Conv2d(image_channels, 4 * hidden, 1, bias=False) if image_channels else None
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)

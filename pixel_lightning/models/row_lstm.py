@@ -20,7 +20,7 @@ class RowLSTMLayer(LSTM):
     """(B, in, H, W) feature maps -> hidden states (B, h, H, W), one LSTM step per row."""
 
     def __init__(self, in_features: int, hidden: int, data_channels: int, kernel: int = 3):
-        super().__init__(in_features, hidden, data_channels, (1, kernel), kernel, kernel // 2)
+        super().__init__(in_features, hidden, data_channels, (1, kernel), kernel, state_padding=kernel // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
         batch, _, _, width = x.shape
