@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from pixel_lightning.callbacks.run_record import RECORD_NAME, quality_line, read_record
 from pixel_lightning.checkpoint import read_checkpoint
 from pixel_lightning.errors import UserError
 
@@ -72,12 +74,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
             report_test(metrics, best)
+            if (record := Path(cfg.paths.output_dir) / RECORD_NAME).is_file():
+                print(quality_line(read_record(record)), flush=True)
     finally:
         finish_wandb(loggers)
     return metrics
 
 
-def report_test(metrics: dict[str, float], checkpoint: str) -> None:
+def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:
     nll, bpd = metrics.get("test/nll", math.nan), metrics.get("test/bpd", math.nan)
-    source = f" (best checkpoint {checkpoint})" if checkpoint else ""
+    source = f" ({kind} {checkpoint})" if checkpoint else ""
     print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{source}", flush=True)

@@ -83,15 +83,26 @@ def read_record(path: str | Path) -> dict[str, Any]:
 def git_commit() -> str | None:
     """The commit of the code that ran (with '-dirty' if it had uncommitted changes), if known."""
     repo = Path(__file__).resolve().parents[2]
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10, check=False)
+
     try:
-        run = lambda *args: subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)  # noqa: E731
-        head = run("rev-parse", "HEAD")
+        head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return None
-        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def quality_line(record: dict[str, Any]) -> str:
+    """The sampling time and sample-quality scores of a record, as printed after a run."""
+    if record["fid"] is None:
+        return "Sample quality: not measured (fid.num_samples=0)"
+    classifier = record["fid_label"].split("(")[1].split(",")[0]
+    return (f"Sampling: {record['sample_time_per_image_s']:.4g} s/image; {record['fid_label']}: {record['fid']:.2f}; "
+            f"IS ({classifier}): {record['classifier_score']:.2f}")
 
 
 def record_failure(cfg: DictConfig, output_dir: str | Path, error: str) -> Path | None:

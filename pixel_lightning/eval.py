@@ -1,0 +1,46 @@
+"""The evaluation pipeline behind `eval.py`: the test NLL, sampling time and FID of a checkpoint,
+written as a run record (`<run>/record.json`) like a training run's."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from pixel_lightning.callbacks.run_record import RECORD_NAME, quality_line, read_record
+from pixel_lightning.checkpoint import load_model, read_checkpoint
+from pixel_lightning.train import check_settings, finish_wandb, instantiate_group, report_test
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Test the checkpoint on the whole test split of its dataset; returns its run record."""
+    check_settings(cfg)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    names = read_checkpoint(cfg.ckpt_path, cfg.trust_checkpoint).get("run_record") or {}
+    model = load_model(cfg.ckpt_path, trust=cfg.trust_checkpoint)
+    # the checkpoint's data, read from this machine's data folder, with the overrides of eval.yaml's `data`
+    overrides = {key: value for key, value in cfg.data.items() if value is not None}
+    datamodule = hydra.utils.instantiate(dict(model.hparams.data, data_dir=cfg.paths.data_dir) | overrides)
+
+    record_cfg = cfg.callbacks.run_record
+    record_cfg.model_name = record_cfg.model_name or names.get("model") or model.hparams.net["_target_"].split(".")[-1]
+    record_cfg.dataset = record_cfg.dataset or names.get("dataset") or type(datamodule).__name__
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.test(model, datamodule=datamodule)
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    finally:
+        finish_wandb(loggers)
+    report_test(metrics, cfg.ckpt_path, kind="checkpoint")
+    record = read_record(f"{record_cfg.output_dir}/{RECORD_NAME}")
+    print(quality_line(record), flush=True)
+    return record
