@@ -25,7 +25,8 @@ Fields (RECORD_FIELDS; null when not measured):
                       from the `fid` node (evaluation/fid.py), on the same weights as the test
   peak_memory_mb, peak_memory_kind
                       cuda_max_allocated, or cpu_max_rss_growth (growth of the process's max RSS)
-  device, precision, seed, git_commit, sample_grid (path of the last sample grid),
+  device, precision, seed, git_commit, sample_grid (path of the last sample grid, relative to
+                      the run folder: the scored samples when `quality` drew some),
   overrides (the job's command-line overrides), wandb (project, group and mode of its W&B run)
 """
 
@@ -207,7 +208,8 @@ class RunRecord(pl.Callback):
             "peak_memory_kind": kind,
             "device": _device_name(trainer.strategy.root_device),
             "precision": str(trainer.precision),
-            "sample_grid": _last_grid(trainer),
+            "sample_grid": next((_relative(c.last_path, self.output_dir) for c in trainer.callbacks
+                                 if isinstance(c, SampleGrid) and c.last_path), None),
             "wandb": _wandb_run(trainer),
         }
 
@@ -222,7 +224,8 @@ class RunRecord(pl.Callback):
                 record.update(fields)
                 if samples is not None:  # the scored samples are the run's picture
                     grid = make_grid(samples[:16], pl_module.levels)
-                    record["sample_grid"] = str(save_png(grid, self.output_dir / "samples" / "scored.png"))
+                    path = save_png(grid, self.output_dir / "samples" / "scored.png")
+                    record["sample_grid"] = _relative(path, self.output_dir)
             record["status"] = "finished"
         path = write_record(self.output_dir, record)
         if final:
@@ -274,9 +277,10 @@ def _device_name(device: torch.device) -> str:
     return device.type
 
 
-def _last_grid(trainer: pl.Trainer) -> str | None:
-    grids = [callback.last_path for callback in trainer.callbacks if isinstance(callback, SampleGrid)]
-    return str(grids[0]) if grids and grids[0] else None
+def _relative(path: Path, output_dir: Path) -> str:
+    """The path relative to the run folder when inside it, so records survive moving the folder."""
+    path, output_dir = Path(path).absolute(), output_dir.absolute()
+    return str(path.relative_to(output_dir)) if path.is_relative_to(output_dir) else str(path)
 
 
 def _wandb_run(trainer: pl.Trainer) -> dict | None:
