@@ -16,8 +16,10 @@ Fields (RECORD_FIELDS; null when not measured):
   model, dataset      the Hydra choices (`model=`, `data=`)
   task                train or eval;  status: running, finished or failed (error: its one line)
   params              parameter count
-  epochs, steps       training epochs completed and optimizer steps done
-  train_time_s        wall time from the first to the end of the last training batch loop
+  epochs, steps       passes over the training set (images trained on / training-set size)
+                      and optimizer steps done
+  train_time_s        wall time from the start of training to the end of its last batch (with
+                      validation and sample grids in between; without the final grid and test)
   train_images_per_s  images / time spent in training batches only (forward, backward, step):
                       no validation, sampling or checkpointing
   test_nll, test_bpd  test NLL in nats per image and bits per dimension (the best checkpoint's)
@@ -147,7 +149,7 @@ class RunRecord(pl.Callback):
                       "overrides": list(overrides), "git_commit": git_commit()}
         self.quality, self.after_test = quality, after_test
         self.batch_seconds, self.batch_images = 0.0, 0
-        self._batch_start = self._train_start = None
+        self._batch_start = self._train_start = self._last_batch_end = None
         self.train_time_s: float | None = None
         self._memory_start: int | None = None
         self._cuda = False
@@ -169,7 +171,8 @@ class RunRecord(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._sync()
-        self.batch_seconds += time.perf_counter() - self._batch_start
+        self._last_batch_end = time.perf_counter()
+        self.batch_seconds += self._last_batch_end - self._batch_start
         self.batch_images += len(batch if isinstance(batch, torch.Tensor) else batch[0])
 
     def _sync(self) -> None:
@@ -177,7 +180,7 @@ class RunRecord(pl.Callback):
             torch.cuda.synchronize()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.train_time_s = time.perf_counter() - self._train_start
+        self.train_time_s = self._last_batch_end - self._train_start if self._last_batch_end else 0.0
         self._write(trainer, pl_module, final=not self.after_test)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -198,7 +201,7 @@ class RunRecord(pl.Callback):
         trained = self._train_start is not None
         return {
             "params": sum(p.numel() for p in pl_module.parameters()),
-            "epochs": trainer.fit_loop.epoch_progress.current.completed if trained else None,
+            "epochs": _epochs(trainer, self.batch_images) if trained else None,
             "steps": trainer.global_step if trained else None,
             "train_time_s": self.train_time_s,
             "train_images_per_s": self.batch_images / self.batch_seconds if self.batch_seconds else None,
@@ -269,6 +272,14 @@ def reset_peak_rss() -> int:
 def peak_rss() -> int:
     """Peak RSS of the process in bytes: VmHWM, or ru_maxrss (KiB on Linux) without /proc."""
     return _proc_status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _epochs(trainer: pl.Trainer, images: int) -> float:
+    """Passes over the training set (fractional when a time budget stopped one midway)."""
+    try:
+        return images / len(trainer.train_dataloader.dataset)
+    except (AttributeError, TypeError):  # no sized dataset: count the epochs Lightning began
+        return float(trainer.fit_loop.epoch_progress.current.completed)
 
 
 def _device_name(device: torch.device) -> str:

@@ -90,7 +90,7 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         memory = _fmt(row["peak_memory_mb"], ".0f") + (" (CUDA)" if row["peak_memory_kind"] == "cuda_max_allocated"
                                                          else "")
         cells.append([
-            str(row["model"]), str(row["dataset"]), status, _fmt(row["params"], ","), _fmt(row["epochs"], "d"),
+            str(row["model"]), str(row["dataset"]), status, _fmt(row["params"], ","), _fmt(row["epochs"], ".2f"),
             _fmt(row["steps"], "d"), _fmt(row["train_time_s"], ".0f"), _fmt(row["train_images_per_s"], ".1f"),
             _fmt(row["relative_speed"], ".2f") + ("x" if row["relative_speed"] is not None else ""),
             _fmt(row["test_nll"], ".2f"), _fmt(row["test_bpd"], ".4f"), _fmt(row["sample_time_per_image_s"], ".3g"),
