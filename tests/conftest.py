@@ -14,6 +14,7 @@ for _var, _sub in {
     "WANDB_DATA_DIR": "wandb-data",
     "TORCHINDUCTOR_CACHE_DIR": "inductor",
     "TRITON_CACHE_DIR": "triton",
+    "PIXEL_CACHE_DIR": "pixel-lightning",  # the FID classifier, trained once per session
 }.items():
     os.environ.setdefault(_var, str(_CACHE / _sub))
 os.environ.setdefault("WANDB_SILENT", "true")

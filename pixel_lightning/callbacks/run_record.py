@@ -151,6 +151,7 @@ class RunRecord(pl.Callback):
         self.batch_seconds, self.batch_images = 0.0, 0
         self._batch_start = self._train_start = self._last_batch_end = None
         self.train_time_s: float | None = None
+        self.epochs: float | None = None
         self._memory_start: int | None = None
         self._cuda = False
 
@@ -181,6 +182,7 @@ class RunRecord(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.train_time_s = self._last_batch_end - self._train_start if self._last_batch_end else 0.0
+        self.epochs = _epochs(trainer, self.batch_images)  # the train dataloader is gone after the test
         self._write(trainer, pl_module, final=not self.after_test)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -201,7 +203,7 @@ class RunRecord(pl.Callback):
         trained = self._train_start is not None
         return {
             "params": sum(p.numel() for p in pl_module.parameters()),
-            "epochs": _epochs(trainer, self.batch_images) if trained else None,
+            "epochs": self.epochs,
             "steps": trainer.global_step if trained else None,
             "train_time_s": self.train_time_s,
             "train_images_per_s": self.batch_images / self.batch_seconds if self.batch_seconds else None,
