@@ -132,7 +132,7 @@ class RunRecord(pl.Callback):
     the test, on the weights that were tested; otherwise at the end of training. A record with
     status "running" is written at the end of training either way, so a crash in the test still
     leaves the training measurements. The final record goes to every logger: W&B summary
-    (`record/<field>`) and a one-row W&B Table `record`; other loggers (CSV) as metrics.
+    (`record/<field>`) and a one-row W&B Table `run_record`; other loggers (CSV) as metrics.
 
     Args:
         output_dir: the run folder.
@@ -239,13 +239,13 @@ class RunRecord(pl.Callback):
 
 
 def log_record(loggers, record: dict[str, Any]) -> None:
-    """W&B: summary `record/<field>` and a one-row Table `record`; other loggers: scalar fields as metrics."""
+    """W&B: summary `record/<field>` and a one-row Table `run_record`; other loggers: scalar fields as metrics."""
     flat = {key: " ".join(value) if key == "overrides" else value for key, value in record.items()
             if value is not None and key != "wandb"}
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.summary.update({f"record/{key}": value for key, value in flat.items()})
-            logger.log_table(key="record", columns=list(flat), data=[list(flat.values())])
+            logger.log_table(key="run_record", columns=list(flat), data=[list(flat.values())])
         else:
             logger.log_metrics({f"record/{key}": value for key, value in flat.items()})
             logger.save()
