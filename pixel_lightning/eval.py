@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pixel_lightning.callbacks.run_record import RECORD_NAME, quality_line, read_record
 from pixel_lightning.checkpoint import load_model, read_checkpoint
-from pixel_lightning.train import check_settings, finish_wandb, instantiate_group, report_test
+from pixel_lightning.train import check_settings, finish_wandb, make_trainer, report_test
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,7 @@ def evaluate(cfg: DictConfig) -> dict:
     record_cfg = cfg.callbacks.run_record
     record_cfg.model_name = record_cfg.model_name or names.get("model") or model.hparams.net["_target_"].split(".")[-1]
     record_cfg.dataset = record_cfg.dataset or names.get("dataset") or type(datamodule).__name__
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer, loggers = make_trainer(cfg)
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -43,6 +43,13 @@ def check_settings(cfg: DictConfig) -> None:
             raise UserError(f"{key} must be {kind} (or null), got {value!r}. Fix the override, e.g. {key}=10.")
 
 
+def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
+    """The configured trainer with the `callbacks` and `logger` groups; returns it and the loggers."""
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
+
+
 def finish_wandb(loggers: list[Any]) -> None:
     """Close the W&B run of this job, so multirun jobs each get their own complete run."""
     if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
@@ -61,9 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer, loggers = make_trainer(cfg)
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -111,7 +111,7 @@ def test_compare_rebuilds_the_same_files(smoke_multirun, tmp_path):
 
 
 def test_eval_reproduces_the_test_nll_printed_by_training(smoke_multirun, tmp_path):
-    sweep, result = smoke_multirun
+    _, result = smoke_multirun
     printed = re.findall(r"Test NLL: (\S+) nats/image, (\S+) bits/dim \(best checkpoint (\S+)\)", result.stdout)
     nll, bpd, checkpoint = printed[0]
     # the training run tested 2 batches of 16 (debug=smoke): evaluate the same images

@@ -21,7 +21,7 @@ from pixel_lightning.data.datamodule import (
     MNISTDataModule,
     binarize_once,
 )
-from pixel_lightning.data.download import Requirement, RemoteFile, ensure_present, md5_verifier
+from pixel_lightning.data.download import RemoteFile, Requirement, ensure_present, md5_verifier
 from pixel_lightning.data.formats import read_cifar_batch_labels, read_cifar_npz, read_cifar_pickles, read_idx
 from pixel_lightning.errors import DataError
 
