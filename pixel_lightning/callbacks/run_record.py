@@ -86,6 +86,7 @@ def read_record(path: str | Path) -> dict[str, Any]:
 def git_commit() -> str | None:
     """The commit of the code that ran (with '-dirty' if it had uncommitted changes), if known."""
     repo = Path(__file__).resolve().parents[2]
+
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10, check=False)
 
