@@ -1,4 +1,4 @@
-"""Train an autoregressive image model: `python train.py model=row_lstm data=cifar10 ...`."""
+"""Train a model (autoregressive, or the DCGAN baseline): `python train.py model=row_lstm data=cifar10 ...`."""
 
 import hydra
 from omegaconf import DictConfig

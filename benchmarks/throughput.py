@@ -1,4 +1,4 @@
-"""Training throughput and peak memory of PixelCNN, Row LSTM and Diagonal BiLSTM.
+"""Training throughput and peak memory of PixelCNN, Row LSTM, Diagonal BiLSTM and the Spatial LSTM baseline.
 
 Every model gets the same hidden size h and number of layers, on binarized-MNIST shapes
 (1x28x28, 2 levels) and CIFAR-10 shapes (3x32x32, 256 levels), with random data. A training step
@@ -31,6 +31,7 @@ MODELS = {
     "pixelcnn": "pixel_lightning.models.pixelcnn.PixelCNN",
     "row_lstm": "pixel_lightning.models.row_lstm.RowLSTM",
     "diagonal_bilstm": "pixel_lightning.models.diagonal_bilstm.DiagonalBiLSTM",
+    "spatial_lstm": "pixel_lightning.models.spatial_lstm.SpatialLSTM",
 }
 DATA = {
     "binarized_mnist": {"channels": 1, "height": 28, "width": 28, "levels": 2},

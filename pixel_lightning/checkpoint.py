@@ -1,11 +1,18 @@
-"""Checkpoints: atomic writes, safe (weights-only) reads, and clear errors for bad files."""
+"""Checkpoints: atomic writes, safe (weights-only) reads, and clear errors for bad files.
+
+A checkpoint is data, never code: it is read weights-only, and the configs in its
+hyper-parameters are built only if every class they name is one of the project's own
+(`safe_config`). `trust=True` (`trust_checkpoint=true`) lifts both, for files the user trusts.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +20,11 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from pixel_lightning.errors import CheckpointError
+from pixel_lightning.files import atomic_write
+from pixel_lightning.safe_config import check_buildable
+
+#: The data settings that fix the images a model was trained on (the rest, e.g. batch_size, may change).
+DATA_IDENTITY = ("_target_", "channels", "height", "width", "levels", "bits", "binarize")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -21,17 +33,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     previous one stays intact)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(path, "the checkpoint") as f:
+            torch.save(checkpoint, f)
 
 
 def read_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: Any = "cpu") -> dict[str, Any]:
@@ -45,12 +48,16 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as err:
-        refused = re.search(r"(GLOBAL \S+|\S+ was not an allowed global)", str(err))
-        if not refused:  # garbage bytes also fail as an unpickling error
+        refused = re.search(r"GLOBAL (\S+)", str(err))
+        if refused:
+            problem = f"holds Python objects that a weights-only load refuses to build ({refused.group(1)})"
+        elif _is_plain_pickle(path):
+            problem = ("is a plain Python pickle, not the zip format torch.save writes, and a weights-only load "
+                       "cannot read it; loading it in full could run any code it holds")
+        else:  # garbage bytes also fail as an unpickling error
             raise _unreadable(path, err) from err
         raise CheckpointError(
-            f"Checkpoint '{path}' holds Python objects that a weights-only load refuses to run "
-            f"({refused.group(1)}). If you trust where the file came from, pass "
+            f"Checkpoint '{path}' {problem}. If you trust where the file came from, pass "
             "trust_checkpoint=true to load it with full pickle; otherwise do not use it."
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
@@ -58,6 +65,13 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: 
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"'{path}' is not a training checkpoint (it holds a {type(checkpoint).__name__}).")
     return checkpoint
+
+
+def _is_plain_pickle(path: Path) -> bool:
+    """A pickle (PROTO opcode, protocol 2-5) that is not a zip archive."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and not zipfile.is_zipfile(path)
 
 
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
@@ -68,19 +82,30 @@ def _unreadable(path: Path, err: Exception) -> CheckpointError:
     )
 
 
+#: The LightningModules a checkpoint can rebuild, by the `module` its hyper-parameters name
+#: (checkpoints without one hold an autoregressive model, as all did before the DCGAN).
+MODULES = {"autoregressive": "AutoregressiveImageModel", "dcgan": "DCGAN"}
+
+
 def load_model(path: str | os.PathLike, trust: bool = False, map_location: Any = "cpu"):
-    """Rebuild an AutoregressiveImageModel from a checkpoint written by train.py."""
-    from pixel_lightning.models import AutoregressiveImageModel
+    """Rebuild the model (an AutoregressiveImageModel or a DCGAN) of a checkpoint written by train.py."""
+    from pixel_lightning import models
 
     checkpoint = read_checkpoint(path, trust, map_location)
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
-    if not isinstance(hparams, dict) or not isinstance(state, dict) or "net" not in hparams:
+    name = hparams.get("module", "autoregressive") if isinstance(hparams, dict) else None
+    known = isinstance(name, str) and name in MODULES and (name != "autoregressive" or "net" in hparams)
+    if not known or not isinstance(state, dict):
         raise CheckpointError(
             f"'{path}' is not a pixel-lightning model checkpoint (no model hyper-parameters or weights). "
             "Pass a .ckpt written by train.py."
         )
+    module_class = getattr(models, MODULES[name])
+    arguments = {k: hparams[k] for k in inspect.signature(module_class).parameters if k in hparams}
+    if not trust:
+        check_buildable(arguments, f"Checkpoint '{path}'", "hyper_parameters")
     try:
-        model = AutoregressiveImageModel(**{k: hparams.get(k) for k in ("net", "optimizer", "data", "scheduler")})
+        model = module_class(**arguments)
         model.load_state_dict(state)
     except Exception as err:  # any mismatch between the file and this code
         raise CheckpointError(
@@ -88,3 +113,55 @@ def load_model(path: str | os.PathLike, trust: bool = False, map_location: Any =
             f"{str(err).splitlines()[0]}. Sample with the code version that trained it, or retrain."
         ) from err
     return model
+
+
+def check_fits(hparams: Mapping[str, Any], config: Mapping[str, Any], path: str | os.PathLike, fix: str) -> None:
+    """Refuse a checkpoint whose model or data differ from those of `config`, naming both sides.
+
+    `config` holds the composed settings to compare, keyed like the checkpoint's hyper-parameters
+    (`net`, `data`, `optimizer`, ...; keys it lacks are not compared). The net must match
+    entirely, `data` in DATA_IDENTITY, an optimiser or scheduler in its class. `fix` ends the
+    message (what to do instead).
+    """
+    ours, theirs = {}, {}
+    for key in config:
+        _flatten(_label(key), _identity(key, config[key]), ours)
+        _flatten(_label(key), _identity(key, hparams.get(key, _MISSING)), theirs)
+    differences = [
+        f"{name} is {_show(theirs.get(name, _MISSING))} in the checkpoint but {_show(ours.get(name, _MISSING))} here"
+        for name in sorted(set(ours) | set(theirs))
+        if ours.get(name, _MISSING) != theirs.get(name, _MISSING)
+    ]
+    if differences:
+        raise CheckpointError(
+            f"Checkpoint '{path}' was trained with another model or data than this configuration: "
+            f"{'; '.join(differences)}. {fix}"
+        )
+
+
+_MISSING = object()
+
+
+def _label(key: str) -> str:
+    """The command-line name of a hyper-parameter (data and optimizer are top-level groups)."""
+    return key if key in ("data", "optimizer") else f"model.{key}"
+
+
+def _identity(key: str, value: Any) -> Any:
+    if isinstance(value, Mapping) and key == "data":
+        return {name: value.get(name) for name in DATA_IDENTITY if name in value}
+    if isinstance(value, Mapping) and key in ("optimizer", "scheduler"):
+        return {"_target_": value.get("_target_")}
+    return value
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, Mapping) and value:
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, into)
+    else:
+        into[prefix] = value
+
+
+def _show(value: Any) -> str:
+    return "not set" if value is _MISSING else "null" if value is None else str(value)

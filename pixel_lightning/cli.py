@@ -4,6 +4,7 @@ mistakes, and so that one failing job of a multirun is recorded while the others
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -33,10 +34,18 @@ def user_error_message(err: BaseException) -> str | None:
     if isinstance(err, MissingMandatoryValue):
         return f"Missing a required setting: {err.full_key}. Pass it on the command line, e.g. {err.full_key}=<value>."
     if isinstance(err, OmegaConfBaseException):
-        return f"Invalid configuration: {str(err).splitlines()[0]}. Check the override for {getattr(err, 'full_key', '?')}."
+        key = getattr(err, "full_key", None)
+        first_line = str(err).splitlines()[0].rstrip(".")
+        return f"Invalid configuration: {first_line}. Check the override of {key or 'that setting'}."
     if isinstance(err, InstantiationException):
-        detail = " ".join(str(err).split())
-        return f"Could not build an object from the config: {detail}. Check the overrides of that key."
+        target = re.search(r"target '([^']+)'", str(err))
+        key = re.search(r"full_key: (\S+)", str(err))
+        cause = err.__cause__ or err
+        detail = " ".join(str(cause).split()).rstrip(".")
+        return (
+            f"Could not build {target.group(1) if target else 'an object'} from the config: {type(cause).__name__}: "
+            f"{detail}. Check the overrides of {key.group(1) if key else 'its settings'}."
+        )
     return None
 
 
@@ -56,7 +65,7 @@ def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         message = user_error_message(err)
         hydra_cfg = HydraConfig.get()
         output_dir = Path(hydra_cfg.runtime.output_dir)
-        (output_dir / "failure.txt").write_text(message or traceback.format_exc())
+        write_failure(output_dir, message or traceback.format_exc())
         record_failure(cfg, output_dir, message or f"{type(err).__name__}: {err}")
         if hydra_cfg.mode == RunMode.MULTIRUN:
             failed_jobs.append(str(output_dir))
@@ -67,6 +76,15 @@ def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def write_failure(output_dir: Path, report: str) -> None:
+    """Leave why the job failed in <output_dir>/failure.txt; best effort, since the folder itself may be
+    what failed. (The W&B run of a failed job is closed as failed by the pipeline that opened it.)"""
+    try:
+        (output_dir / "failure.txt").write_text(report.rstrip("\n") + "\n")
+    except OSError as err:
+        log.error("Could not write %s: %s", output_dir / "failure.txt", err)
 
 
 def exit_if_jobs_failed() -> None:

@@ -18,3 +18,11 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, unsafe to load, or does not fit this code."""
+
+
+class NonFiniteError(UserError):
+    """Training diverged (a loss or the weights became NaN or infinite), or a model's outputs are not finite."""
+
+
+class OutputError(UserError):
+    """An output (checkpoint, sample grid, record) could not be written: a full disk or an unwritable folder."""

@@ -8,8 +8,9 @@ import logging
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from pixel_lightning.callbacks.run_record import RECORD_NAME, quality_line, read_record
+from pixel_lightning.callbacks.run_record import RECORD_NAME, RunRecord, quality_line, read_record
 from pixel_lightning.checkpoint import load_model, read_checkpoint
 from pixel_lightning.train import check_settings, finish_wandb, make_trainer, report_test
 
@@ -28,17 +29,25 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule = hydra.utils.instantiate(dict(model.hparams.data, data_dir=cfg.paths.data_dir) | overrides)
 
     record_cfg = cfg.callbacks.run_record
-    record_cfg.model_name = record_cfg.model_name or names.get("model") or model.hparams.net["_target_"].split(".")[-1]
+    record_cfg.model_name = record_cfg.model_name or names.get("model") or type(model).__name__
     record_cfg.dataset = record_cfg.dataset or names.get("dataset") or type(datamodule).__name__
     trainer, loggers = make_trainer(cfg)
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.test(model, datamodule=datamodule)
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    finally:
-        finish_wandb(loggers)
-    report_test(metrics, cfg.ckpt_path, kind="checkpoint")
+        if is_overridden("test_step", model):
+            trainer.test(model, datamodule=datamodule)
+            metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+            report_test(metrics, cfg.ckpt_path, kind="checkpoint")
+        else:  # no likelihood (the DCGAN): sampling time and FID only
+            print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
+            datamodule.setup("test")
+            record = next(callback for callback in trainer.callbacks if isinstance(callback, RunRecord))
+            record.finish(trainer, model, datamodule)
+    except BaseException:
+        finish_wandb(loggers, failed=True)
+        raise
+    finish_wandb(loggers)
     record = read_record(f"{record_cfg.output_dir}/{RECORD_NAME}")
     print(quality_line(record), flush=True)
     return record

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pixel_lightning.files import atomic_write
+
 
 def to_uint8(levels: torch.Tensor, num_levels: int) -> torch.Tensor:
     """Integer levels in [0, K-1] -> uint8 intensities in [0, 255] (0 -> 0, K-1 -> 255)."""
@@ -39,6 +41,6 @@ def make_grid(levels: torch.Tensor, num_levels: int, nrow: int | None = None, pa
 def save_png(grid: np.ndarray, path: str | Path) -> Path:
     """Write an (H, W, C) uint8 array (C = 1 or 3) as PNG; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    with atomic_write(path, "the image") as f:
+        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(f, format="PNG")
     return path

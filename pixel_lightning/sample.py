@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import hydra
@@ -12,17 +13,44 @@ from omegaconf import DictConfig
 
 from pixel_lightning.checkpoint import load_model
 from pixel_lightning.errors import UserError
+from pixel_lightning.files import atomic_write
 from pixel_lightning.images import make_grid, save_png
+from pixel_lightning.settings import check_setting
 
 log = logging.getLogger(__name__)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: object) -> torch.device:
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise UserError(
+            f"device must be auto, cpu, cuda or cuda:<index>, but it is {name}. Fix the override, e.g. device=auto."
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda was asked for but no CUDA GPU is visible. Use device=cpu or device=auto.")
-    return torch.device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} was asked for but no CUDA GPU is visible. Use device=cpu or device=auto.")
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(
+            f"device={name} names a GPU that is not there: {torch.cuda.device_count()} are visible, numbered from 0. "
+            "Use device=cuda or device=auto."
+        )
+    return device
+
+
+def check_sample_settings(cfg: DictConfig) -> None:
+    """Every setting of conf/sample.yaml that the checkpoint does not decide."""
+    if cfg.mode not in ("sample", "complete"):
+        raise UserError(f"mode must be sample or complete, but it is {cfg.mode}. Fix the override, e.g. mode=complete.")
+    check_setting(cfg, "num_samples", "integer", 16, at_least=1)
+    check_setting(cfg, "nrow", "integer", 4, at_least=1, nullable=True)
+    check_setting(cfg, "temperature", "number", 1.0, above=0)
+    check_setting(cfg, "seed", "integer", 0)
+    check_setting(cfg, "save_npy", "boolean", "true")
+    check_setting(cfg, "trust_checkpoint", "boolean", "false")
+    check_setting(cfg, "completion.num_images", "integer", 8, at_least=1)
+    check_setting(cfg, "completion.samples_per_image", "integer", 3, at_least=1)
+    check_setting(cfg, "completion.observed_rows", "integer", 14, at_least=0, nullable=True)
 
 
 def test_images(model, data_dir: str, count: int) -> torch.Tensor:
@@ -31,6 +59,12 @@ def test_images(model, data_dir: str, count: int) -> torch.Tensor:
     datamodule = hydra.utils.instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
+    available = len(datamodule.test_dataset)
+    if count > available:
+        raise UserError(
+            f"completion.num_images={count} asks for more images than the {available} of the {datamodule.name} test "
+            f"split. Use completion.num_images={available} or fewer."
+        )
     return torch.stack([datamodule.test_dataset[i] for i in range(count)])
 
 
@@ -49,8 +83,7 @@ def complete_grid(model, originals: torch.Tensor, observed_rows: int, per_image:
 
 def sample(cfg: DictConfig) -> Path:
     """Write a PNG grid (and optionally .npy levels) into the job's output folder; returns the PNG path."""
-    if cfg.mode not in ("sample", "complete"):
-        raise UserError(f"mode={cfg.mode} is not known. Use mode=sample or mode=complete.")
+    check_sample_settings(cfg)
     device = pick_device(cfg.device)
     model = load_model(cfg.ckpt_path, trust=cfg.trust_checkpoint, map_location=device).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -58,16 +91,26 @@ def sample(cfg: DictConfig) -> Path:
     if cfg.mode == "sample":
         levels = model.sample(cfg.num_samples, temperature=cfg.temperature, generator=generator).cpu()
         nrow = cfg.nrow
+    elif not hasattr(model, "complete"):
+        raise UserError(
+            f"mode=complete needs an autoregressive model, and this checkpoint holds a {type(model).__name__}: a GAN "
+            "cannot complete images (it maps noise to whole images, with no distribution of the hidden rows given "
+            "the visible ones). Use mode=sample with it, or an autoregressive model's checkpoint for completions."
+        )
     else:
         height = model.image_shape[1]
         observed = cfg.completion.observed_rows if cfg.completion.observed_rows is not None else height // 2
         if not 0 <= observed < height:
-            raise UserError(f"completion.observed_rows={observed} must be in [0, {height - 1}] for {height}-row images.")
+            raise UserError(
+                f"completion.observed_rows must be from 0 to {height - 1} for the {height}-row images of this "
+                f"checkpoint, but it is {observed}. Fix the override, e.g. completion.observed_rows={height // 2}."
+            )
         originals = test_images(model, cfg.paths.data_dir, cfg.completion.num_images)
         levels = complete_grid(model, originals, observed, cfg.completion.samples_per_image, generator)
         nrow = cfg.completion.samples_per_image + 2
     path = save_png(make_grid(levels, model.levels, nrow=nrow), output_dir / f"{cfg.mode}s.png")
     if cfg.save_npy:
-        np.save(output_dir / f"{cfg.mode}s.npy", levels.numpy().astype(np.int64))
+        with atomic_write(output_dir / f"{cfg.mode}s.npy", "the sampled levels") as f:
+            np.save(f, levels.numpy().astype(np.int64))
     print(f"Wrote {len(levels)} images to {path}", flush=True)
     return path

@@ -10,10 +10,11 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.run_record import RECORD_NAME, quality_line, read_record
-from pixel_lightning.checkpoint import read_checkpoint
-from pixel_lightning.errors import UserError
+from pixel_lightning.checkpoint import check_fits, read_checkpoint
+from pixel_lightning.settings import check_setting
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +26,24 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
 
 
-# Settings whose wrong type would otherwise surface as an assertion deep inside Lightning.
+# Settings whose wrong type would otherwise surface as an assertion deep inside Lightning or torch.
 INTEGER_SETTINGS = ("seed", "trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.num_nodes",
                     "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps", "trainer.accumulate_grad_batches",
                     "trainer.num_sanity_val_steps")
 NUMBER_SETTINGS = ("trainer.gradient_clip_val", "trainer.val_check_interval", "trainer.limit_train_batches",
                    "trainer.limit_val_batches", "trainer.limit_test_batches")
+BOOLEAN_SETTINGS = ("test", "trust_checkpoint")
 
 
 def check_settings(cfg: DictConfig) -> None:
     """Reject mistyped values of common settings with a message instead of a traceback."""
-    for key in INTEGER_SETTINGS + NUMBER_SETTINGS:
-        value = OmegaConf.select(cfg, key)
-        allowed = (int,) if key in INTEGER_SETTINGS else (int, float)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
-            kind = "an integer" if key in INTEGER_SETTINGS else "a number"
-            raise UserError(f"{key} must be {kind} (or null), got {value!r}. Fix the override, e.g. {key}=10.")
+    for key in INTEGER_SETTINGS:
+        check_setting(cfg, key, "integer", 10, nullable=True)
+    for key in NUMBER_SETTINGS:
+        check_setting(cfg, key, "number", 10, nullable=True)
+    check_setting(cfg, "optimizer.lr", "number", 0.001, above=0)
+    for key in BOOLEAN_SETTINGS:
+        check_setting(cfg, key, "boolean", "true")
 
 
 def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
@@ -50,12 +53,26 @@ def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
 
 
-def finish_wandb(loggers: list[Any]) -> None:
-    """Close the W&B run of this job, so multirun jobs each get their own complete run."""
+def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
+    """Close the W&B run of this job, so multirun jobs each get their own complete run. A failed
+    job exits its run with code 1, so the dashboard (and `wandb sync`) shows it as failed."""
     if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
         import wandb
 
-        wandb.finish()
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """Fail before training, with a clear message, on a resume file that is unreadable, unsafe, or
+    was trained with another model or data than `cfg`."""
+    checkpoint = read_checkpoint(cfg.ckpt_path, trust=cfg.trust_checkpoint)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    compared = {key: value for key, value in model_cfg.items() if not key.startswith("_")}
+    check_fits(
+        checkpoint.get("hyper_parameters") or {}, compared, cfg.ckpt_path,
+        fix="Resume with the settings of the run that wrote it (its .hydra/config.yaml lists them), "
+        "or leave out ckpt_path to start a fresh run.",
+    )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -64,25 +81,32 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
-        read_checkpoint(cfg.ckpt_path)  # fail early, with a clear message, on a bad resume file
+        check_resume(cfg)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     trainer, loggers = make_trainer(cfg)
+    weights_only = not cfg.trust_checkpoint
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=weights_only)
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-        if cfg.get("test"):
+        if cfg.get("test") and not is_overridden("test_step", model):  # no likelihood (the DCGAN)
+            print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
+        elif cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=weights_only)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
-            report_test(metrics, best)
-            if (record := Path(cfg.paths.output_dir) / RECORD_NAME).is_file():
-                print(quality_line(read_record(record)), flush=True)
-    finally:
-        finish_wandb(loggers)
+            if trainer.is_global_zero:  # one line per run, not one per DDP process
+                report_test(metrics, best)
+        record = Path(cfg.paths.output_dir) / RECORD_NAME
+        if trainer.is_global_zero and record.is_file() and read_record(record)["status"] == "finished":
+            print(quality_line(read_record(record)), flush=True)
+    except BaseException:
+        finish_wandb(loggers, failed=True)
+        raise
+    finish_wandb(loggers)
     return metrics
 
 

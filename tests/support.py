@@ -67,8 +67,8 @@ def wandb_records(run_dir: Path):
 
 
 def wandb_logged(run_dir: Path) -> dict[str, list]:
-    """Config keys, history keys, summary values and whether the run exited, from its run file."""
-    logged = {"config": set(), "history": set(), "summary": {}, "exited": False}
+    """Config keys, history keys, summary values, whether the run exited and its exit code, from its run file."""
+    logged = {"config": set(), "history": set(), "summary": {}, "exited": False, "exit_code": None}
     for record in wandb_records(run_dir):
         kind = record.WhichOneof("record_type")
         if kind == "config":
@@ -79,5 +79,5 @@ def wandb_logged(run_dir: Path) -> dict[str, list]:
             for item in record.summary.update:
                 logged["summary"][item.key or "/".join(item.nested_key)] = item.value_json
         elif kind == "exit":
-            logged["exited"] = True
+            logged["exited"], logged["exit_code"] = True, record.exit.exit_code
     return logged

@@ -1,11 +1,13 @@
 """Checkpoints: atomic writes, weights-only loading, and clear errors for bad files."""
 
+import errno
+
 import pytest
 import torch
 from support import tiny_model
 
-from pixel_lightning.checkpoint import AtomicCheckpointIO, load_model, read_checkpoint
-from pixel_lightning.errors import CheckpointError
+from pixel_lightning.checkpoint import AtomicCheckpointIO, check_fits, load_model, read_checkpoint
+from pixel_lightning.errors import CheckpointError, OutputError
 
 
 def model_checkpoint(model):
@@ -29,10 +31,10 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     def crash(obj, f, *args, **kwargs):
         f.write(b"partial bytes")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=r"^Could not write the checkpoint .*last\.ckpt: No space left on device\."):
         io.save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert read_checkpoint(path) == {"step": 1}
@@ -79,3 +81,108 @@ def test_foreign_and_incompatible_checkpoints_are_explained(tmp_path):
     torch.save(checkpoint, incompatible)
     with pytest.raises(CheckpointError, match="does not fit this version"):
         load_model(incompatible)
+
+
+# ---------------------------------------------------------------- crafted hyper-parameters
+
+
+def write_payload(marker):
+    """A config that writes `marker` when instantiated: Path.write_text(Path(marker), "pwned")."""
+    path = {"_target_": "pathlib.Path", "_args_": [str(marker)]}
+    return {"_target_": "pathlib.Path.write_text", "_args_": [path, "pwned"]}
+
+
+def crafted(route: str, marker) -> dict:
+    """A weights-only-loadable checkpoint whose hyper-parameters carry the payload by `route`."""
+    checkpoint = model_checkpoint(tiny_model())
+    hparams, payload = checkpoint["hyper_parameters"], write_payload(marker)
+    if route == "net":
+        hparams["net"] = payload
+    elif route == "data":
+        hparams["data"] = {**hparams["data"], "_target_": payload["_target_"], "_args_": payload["_args_"]}
+    elif route == "nested":
+        hparams["net"] = {**hparams["net"], "extra": {"deeper": [payload]}}
+    elif route == "_args_":
+        hparams["net"] = {**hparams["net"], "_args_": [payload]}
+    elif route == "_partial_":
+        hparams["optimizer"] = {**payload, "_partial_": True}
+    elif route == "interpolation":
+        hparams["net"] = {**hparams["net"], "hidden": "${oc.env:HOME}"}
+    return checkpoint
+
+
+def test_the_payload_really_writes_when_built(tmp_path):
+    """The control: what the routes below carry is not harmless."""
+    import hydra
+
+    hydra.utils.instantiate(write_payload(tmp_path / "marker"))
+    assert (tmp_path / "marker").read_text() == "pwned"
+
+
+@pytest.mark.parametrize("route", ["net", "data", "nested", "_args_", "_partial_", "interpolation"])
+def test_crafted_hyper_parameters_are_refused_before_anything_is_built(route, tmp_path):
+    path, marker = tmp_path / "crafted.ckpt", tmp_path / "marker"
+    torch.save(crafted(route, marker), path)
+    assert read_checkpoint(path)["hyper_parameters"]  # the weights-only load alone lets it through
+    refusal = r"crafted\.ckpt.* hyper_parameters\..*trust_checkpoint=true"
+    with pytest.raises(CheckpointError, match=refusal) as error:
+        load_model(path)
+    assert not marker.exists()
+    assert "Traceback" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_trusting_a_checkpoint_is_the_only_opt_out(tmp_path):
+    path, marker = tmp_path / "crafted.ckpt", tmp_path / "marker"
+    torch.save(crafted("net", marker), path)
+    with pytest.raises(CheckpointError, match="does not fit"):  # built (the file was trusted), then unusable
+        load_model(path, trust=True)
+    assert marker.read_text() == "pwned"
+
+
+def test_plain_pickle_is_reported_as_unsafe_not_corrupt(tmp_path):
+    import pickle
+
+    path = tmp_path / "plain.ckpt"
+    path.write_bytes(pickle.dumps({"state_dict": {}, "payload": Payload}))
+    with pytest.raises(CheckpointError, match=r"plain Python pickle.*trust_checkpoint=true"):
+        read_checkpoint(path)
+    torch.save({"payload": Payload()}, path, _use_new_zipfile_serialization=False)  # torch's old format
+    with pytest.raises(CheckpointError, match=r"refuses to build \(.*Payload\).*trust_checkpoint=true"):
+        read_checkpoint(path)
+
+
+# ---------------------------------------------------------------- does a checkpoint fit a config
+
+
+def test_a_checkpoint_of_another_model_or_dataset_is_refused_naming_both_sides(tmp_path):
+    hparams = dict(tiny_model().hparams)
+    check_fits(hparams, {k: hparams[k] for k in ("net", "data", "optimizer")}, "a.ckpt", fix="Fix.")  # itself fits
+    bigger = {**hparams["net"], "hidden": 32}
+    with pytest.raises(CheckpointError, match=r"'a\.ckpt'.*model\.net\.hidden is 12 in the checkpoint but 32 here\."):
+        check_fits(hparams, {"net": bigger}, "a.ckpt", fix="Fix.")
+    rgb = {**hparams["data"], "channels": 3, "levels": 256, "batch_size": 7}  # batch_size may differ
+    with pytest.raises(CheckpointError) as error:
+        check_fits(hparams, {"data": rgb}, "a.ckpt", fix="Fix.")
+    assert "data.channels is 1 in the checkpoint but 3 here; data.levels is 2 in the checkpoint but 256 here" in str(
+        error.value
+    ) and "batch_size" not in str(error.value)
+    with pytest.raises(CheckpointError, match="model.net.kernel is not set in the checkpoint but 3 here"):
+        check_fits(hparams, {"net": {**hparams["net"], "kernel": 3}}, "a.ckpt", fix="Fix.")
+    with pytest.raises(CheckpointError, match=r"optimizer\._target_ is torch\.optim\.Adam in the checkpoint but "):
+        check_fits(hparams, {"optimizer": {"_target_": "torch.optim.SGD", "lr": 5}}, "a.ckpt", fix="Fix.")
+    check_fits(hparams, {"optimizer": {"_target_": "torch.optim.Adam", "lr": 5}}, "a.ckpt", fix="Fix.")  # lr may change
+
+
+def test_an_unwritable_checkpoint_folder_stops_training_with_one_paragraph(tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        plugins=[AtomicCheckpointIO()], callbacks=[ModelCheckpoint(dirpath=blocker / "checkpoints", save_last=True)],
+    )
+    images = torch.utils.data.DataLoader(torch.randint(0, 2, (4, 1, 4, 4)), batch_size=4)
+    with pytest.raises(OutputError, match=r"^Could not write the checkpoint .*a-file/checkpoints/\S+\.ckpt: Not a dir"):
+        trainer.fit(tiny_model(), images)

@@ -4,6 +4,7 @@ One smoke training run (module-scoped) feeds the checks of its outputs, sampling
 and resuming. User mistakes must give a one-paragraph message and no traceback.
 """
 
+import fractions
 import os
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_wandb_offline_run_holds_the_config_the_metrics_and_the_image(smoke_run)
     assert len(runs) == 1, "exactly one finished offline run per job"
     assert list((runs[0] / "files" / "media" / "images").glob("samples_*.png")), "the sample grid file is missing"
     logged = wandb_logged(runs[0])
-    assert logged["exited"], "the run was not finished"
+    assert logged["exited"] and logged["exit_code"] == 0, "the run was not finished as a success"
     assert {"data", "model", "trainer", "optimizer"} <= logged["config"]  # the resolved config
     assert {"samples/filenames", "train/loss", "val/nll", "val/bpd", "test/nll", "test/bpd"} <= logged["history"]
     nll, bpd = float(logged["summary"]["test/nll"]), float(logged["summary"]["test/bpd"])
@@ -105,11 +106,26 @@ def test_training_resumes_from_the_last_checkpoint(smoke_run, tmp_path):
     assert resumed["epoch"] == 1 and resumed["global_step"] == 10  # 5 batches of epoch 0 kept, 5 more
 
 
+def test_trust_checkpoint_is_taken_by_every_entry_point_that_suggests_it(smoke_run, tmp_path):
+    out, _ = smoke_run
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["note"] = fractions.Fraction(1, 3)  # a Python object: refused unless trusted (test_checkpoint.py)
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save(checkpoint, pickled)
+    resume = ("debug=smoke", "logger=csv", "test=false", "trainer.max_epochs=2", "trainer.limit_train_batches=1",
+              "trainer.limit_val_batches=1", "callbacks.sample_grid.num_samples=1", f"ckpt_path={pickled}")
+    assert_ok(run("train.py", *resume, "trust_checkpoint=true", f"hydra.run.dir={tmp_path}/trusted"))
+    assert torch.load(tmp_path / "trusted" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert_ok(run("sample.py", f"ckpt_path={pickled}", "num_samples=1", "trust_checkpoint=true",
+                  f"hydra.run.dir={tmp_path}/sampled"))
+
+
 @requires_data
 def test_user_mistakes_get_one_paragraph_and_no_traceback(tmp_path):
     assert_user_error(run("train.py", "model=nope", f"hydra.run.dir={tmp_path}/a"), "model/nope", "pixelcnn")
-    assert_user_error(
-        run("train.py", "logger=csv", f"hydra.run.dir={tmp_path}/b", env={"PIXEL_DATA_DIR": "/nonexistent"}),
+    assert_user_error(  # download=false: the test must not depend on the network being absent
+        run("train.py", "logger=csv", "data.download=false", f"hydra.run.dir={tmp_path}/b",
+            env={"PIXEL_DATA_DIR": "/nonexistent"}),
         "binarized_mnist_train.amat", "/nonexistent", "PIXEL_DATA_DIR",
     )
     assert not Path("/nonexistent").exists()
@@ -121,18 +137,34 @@ def test_user_mistakes_get_one_paragraph_and_no_traceback(tmp_path):
 
 
 @requires_data
+def test_a_diverging_run_stops_with_the_message_and_its_wandb_run_is_marked_failed(tmp_path):
+    result = run("train.py", "debug=smoke", "optimizer.lr=1e3", f"hydra.run.dir={tmp_path}",
+                 env={"WANDB_MODE": "offline"})
+    assert result.returncode == 2
+    assert_user_error(result, "Training diverged at step", "returned loss = nan", "optimizer.lr=100",
+                      "trainer.gradient_clip_val=0.5")
+    assert "Training diverged at step" in (tmp_path / "failure.txt").read_text()
+    assert not list(tmp_path.glob("checkpoints/*.ckpt")), "a NaN model was saved"
+    (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    logged = wandb_logged(wandb_run)
+    assert logged["exited"] and logged["exit_code"] == 1, "the W&B run of a failed job must exit non-zero"
+
+
+@requires_data
 def test_a_failing_multirun_job_is_recorded_and_the_others_finish(tmp_path):
     result = run("train.py", "-m", "debug=smoke", "logger=csv", "callbacks.sample_grid.num_samples=1",
                  "trainer.limit_train_batches=1", "optimizer.lr=-1,0.001", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "Invalid learning rate" in (tmp_path / "0" / "failure.txt").read_text()
+    assert "optimizer.lr must be a number above 0, but it is -1." in (tmp_path / "0" / "failure.txt").read_text()
     assert not (tmp_path / "1" / "failure.txt").exists()
     assert (tmp_path / "1" / "checkpoints" / "last.ckpt").is_file()
     assert "1 job(s) failed" in result.stderr
 
 
 @requires_data
-@pytest.mark.parametrize("model", ["row_lstm", "diagonal_bilstm"])
+@pytest.mark.parametrize(
+    "model", ["row_lstm", "diagonal_bilstm", pytest.param("spatial_lstm", marks=pytest.mark.slow)]  # minutes: naive sampling
+)
 def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
     result = run("train.py", "debug=smoke", f"model={model}", "logger=csv", f"hydra.run.dir={tmp_path}/train")
     assert_ok(result)
@@ -144,3 +176,12 @@ def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
                  f"hydra.run.dir={tmp_path}/sample")
     assert_ok(result)
     assert np.load(tmp_path / "sample" / "samples.npy").shape == (2, 1, 28, 28)
+
+
+@pytest.mark.slow
+@requires_data
+def test_only_rank_zero_prints_the_test_line_under_ddp(tmp_path):
+    result = run("train.py", "debug=smoke", "logger=csv", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                 "callbacks.sample_grid.num_samples=1", f"hydra.run.dir={tmp_path}")
+    assert_ok(result)
+    assert result.stdout.count("Test NLL:") == 1, result.stdout[-2000:]

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf, open_dict
 from support import REPO, requires_data
 
 import pixel_lightning  # noqa: F401  (registers the resolvers)
+from pixel_lightning.safe_config import check_buildable
 
 CONF = REPO / "conf"
 
@@ -38,7 +39,9 @@ def test_each_model_builds_for_each_dataset(data, model, tmp_path):
     module = hydra.utils.instantiate(cfg.model)
     assert module.image_shape == (cfg.data.channels, cfg.data.height, cfg.data.width)
     assert module.levels == cfg.data.levels == (2 if data == "binarized_mnist" else 256)
-    assert type(module.net).__module__ == f"pixel_lightning.models.{model}"
+    architecture = getattr(module, "net", module)  # the DCGAN module is its own architecture
+    assert type(architecture).__module__ == f"pixel_lightning.models.{model}"
+    check_buildable(dict(module.hparams), "The checkpoint of this config", "hyper_parameters")  # its checkpoints load
 
 
 @pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "optimizer", "debug", "experiment"])
@@ -54,6 +57,7 @@ def test_experiments_build_their_models(tmp_path):
         cfg = compose_train([f"experiment={experiment}"], tmp_path)
         module = hydra.utils.instantiate(cfg.model)
         assert sum(p.numel() for p in module.parameters()) > 0
+        check_buildable(dict(module.hparams), experiment, "hyper_parameters")  # RMSprop is allowed too
 
 
 def test_cpu_trainer_and_callbacks_instantiate(tmp_path):
@@ -96,12 +100,19 @@ def paper_presets(dataset: str) -> list[str]:
     return [name for name in options("experiment") if name.startswith(f"paper_{dataset}_")]
 
 
-def one_training_step(experiment: str, output_dir: Path) -> dict[str, float]:
+def test_paper_lr_search_composes(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=paper_mnist_pixelcnn", "hparams_search=paper_lr"],
+                      return_hydra_config=True)
+    assert "choice(" in cfg.hydra.sweeper.params["optimizer.lr"]
+
+
+def one_training_step(experiment: str, output_dir: Path, extra: list[str] = ()) -> dict[str, float]:
     """Run the real training pipeline on one batch of a preset (no sample grid, no logger)."""
     from pixel_lightning.train import train
 
     overrides = [f"experiment={experiment}", "~logger", "~callbacks.sample_grid", "~callbacks.progress_bar",
-                 "test=false", "+trainer.fast_dev_run=1"]
+                 "test=false", "+trainer.fast_dev_run=1", *extra]
     return train(compose_train(overrides, output_dir))
 
 
@@ -128,3 +139,60 @@ def test_mistyped_settings_are_user_errors(override, tmp_path):
     with pytest.raises(UserError, match=override.split("=")[0] + " must be"):
         check_settings(compose_train([override], tmp_path))
     check_settings(compose_train([], tmp_path))  # the defaults pass
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_datamodule_argument_can_be_set_without_a_plus(data):
+    """Each argument of the DataModule is declared in its config, so `data.<arg>=...` works as the README says."""
+    import inspect
+
+    config = OmegaConf.load(CONF / "data" / f"{data}.yaml")
+    module = hydra.utils.get_class(config._target_)
+    assert set(inspect.signature(module.__init__).parameters) - {"self"} == set(config) - {"_target_"}
+
+
+def test_limit_batches_can_be_set_without_a_plus(tmp_path):
+    overrides = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=0.5", "trainer.limit_test_batches=2"]
+    cfg = compose_train(overrides, tmp_path)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    assert (trainer.limit_train_batches, trainer.limit_val_batches, trainer.limit_test_batches) == (3, 0.5, 2)
+    defaults = hydra.utils.instantiate(compose_train([], tmp_path).trainer, logger=False)
+    assert (defaults.limit_train_batches, defaults.limit_val_batches, defaults.limit_test_batches) == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("num_samples=0", "num_samples must be an integer of at least 1, but it is 0. Fix the override, e.g. num_"),
+        ("num_samples=abc", "num_samples must be an integer of at least 1, but it is abc."),
+        ("nrow=0", "nrow must be an integer of at least 1 (or null), but it is 0."),
+        ("temperature=0", "temperature must be a number above 0, but it is 0."),
+        ("temperature=-1.5", "temperature must be a number above 0, but it is -1.5."),
+        ("temperature=nan", "temperature must be a number above 0, but it is nan."),
+        ("seed=1.5", "seed must be an integer, but it is 1.5."),
+        ("save_npy=maybe", "save_npy must be true or false, but it is maybe."),
+        ("trust_checkpoint=1", "trust_checkpoint must be true or false, but it is 1."),
+        ("completion.num_images=0", "completion.num_images must be an integer of at least 1, but it is 0."),
+        ("completion.samples_per_image=-2", "completion.samples_per_image must be an integer of at least 1, but it"),
+        ("completion.observed_rows=-1", "completion.observed_rows must be an integer of at least 0 (or null), but"),
+        ("mode=fill", "mode must be sample or complete, but it is fill. Fix the override, e.g. mode=complete."),
+    ],
+)
+def test_every_sample_setting_is_checked(override, message, tmp_path):
+    from pixel_lightning.errors import UserError
+    from pixel_lightning.sample import check_sample_settings
+
+    with pytest.raises(UserError) as error:
+        check_sample_settings(compose_train(["ckpt_path=x.ckpt", override], tmp_path, config_name="sample"))
+    assert str(error.value).startswith(message)
+    check_sample_settings(compose_train(["ckpt_path=x.ckpt"], tmp_path, config_name="sample"))  # the defaults pass
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cpu:0", "7"])
+def test_unknown_devices_are_refused_with_the_choices(device):
+    from pixel_lightning.errors import UserError
+    from pixel_lightning.sample import pick_device
+
+    with pytest.raises(UserError, match=f"device must be auto, cpu, cuda or cuda:<index>, but it is {device}\\."):
+        pick_device(device)
+    assert pick_device("cpu").type == "cpu"

@@ -255,14 +255,16 @@ def test_amat_tolerates_crlf_and_missing_final_newline(tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda text: text.replace(b"0 ", b"2 ", 1), "contains b'2'"),
-        (lambda text: text.replace(b"0 ", b"10 ", 1), "more than one digit"),
+        (lambda text: text.replace(b"0 ", b"2 ", 1), "line 1 contains 2, where only the values 0 and 1"),
+        (lambda text: text[:3000] + b"x" + text[3001:], "line 2 contains x,"),
+        (lambda text: text[:3000] + b"\x07" + text[3001:], "line 2 contains the byte 0x07,"),
+        (lambda text: text.replace(b"\n0 ", b"\n10 ", 1), "line 2 has a value of more than one digit"),
         (lambda text: text.replace(b"0 ", b"", 1), "line 1 has 783 values"),
         (lambda text: text + b"0 1\n", "line 4 has 2 values"),
         (lambda text: text.replace(b"\n", b"\n\n", 1), "line 2 has 0 values"),
         (lambda text: b"", "empty"),
     ],
-    ids=["value-2", "value-10", "783-values", "short-last-line", "blank-line", "empty"],
+    ids=["value-2", "letter", "control-byte", "value-10", "783-values", "short-last-line", "blank-line", "empty"],
 )
 def test_amat_corrupt(tmp_path, damage, message):
     images = np.zeros((3, 784), np.uint8)
@@ -571,12 +573,12 @@ def test_relative_data_dir(mnist, monkeypatch):
     "module, kwargs, message",
     [
         (MNISTDataModule, {"bits": 4, "levels": 256}, "data.levels=256 .* levels=16 .*bits=4"),
-        (MNISTDataModule, {"binarize": "dynamic", "levels": 256}, "levels=2 .*binarize='dynamic'"),
-        (MNISTDataModule, {"bits": 0}, "data.bits must be an integer from 1 to 8, got 0"),
+        (MNISTDataModule, {"binarize": "dynamic", "levels": 256}, "levels=2 .*binarize=dynamic"),
+        (MNISTDataModule, {"bits": 0}, "data.bits must be an integer from 1 to 8, but it is 0\\."),
         (MNISTDataModule, {"bits": 9}, "data.bits"),
         (MNISTDataModule, {"bits": "8"}, "data.bits"),
         (MNISTDataModule, {"bits": True}, "data.bits"),
-        (MNISTDataModule, {"binarize": "yes"}, "data.binarize must be null, 'dynamic' or 'static'"),
+        (MNISTDataModule, {"binarize": "yes"}, "data.binarize must be null, dynamic or static, but it is yes\\."),
         (MNISTDataModule, {"binarize": True}, "data.binarize"),
         (MNISTDataModule, {"val_size": 0}, "data.val_size"),
         (MNISTDataModule, {"channels": 3}, "data.channels=3 .* channels=1"),
@@ -658,8 +660,8 @@ def test_real_mnist():
     assert [len(s) for s in sets] == [50000, 10000, 10000]
     assert all(s.images.dtype == torch.uint8 and s.images.min() == 0 and s.images.max() == 255 for s in sets)
     check_loaders(dm, (1, 28, 28))
-    raw = Path(REAL) / "MNIST/raw/t10k-images-idx3-ubyte.gz"  # the published uncompressed MD5
-    md5_verifier(MNISTDataModule.FILES["test"][1], gunzipped=True)(raw)
+    for name, md5 in MNISTDataModule.FILES.values():  # the published MD5s of the uncompressed files
+        md5_verifier(md5, gunzipped=True)(Path(REAL) / f"MNIST/raw/{name}.gz")
 
 
 @needs_real_data

@@ -30,3 +30,26 @@ def test_png_round_trip(tmp_path, channels):
     grid = make_grid(images, 256)
     path = save_png(grid, tmp_path / "sub" / "grid.png")
     assert np.array_equal(np.array(Image.open(path)).reshape(grid.shape), grid)
+
+
+def test_a_full_disk_or_unwritable_folder_is_one_paragraph_and_keeps_the_earlier_grid(tmp_path, monkeypatch):
+    import errno
+
+    from pixel_lightning.errors import OutputError
+
+    grid = make_grid(torch.ones(1, 1, 2, 2, dtype=torch.long), 2)
+    path = save_png(grid, tmp_path / "epoch_000.png")
+    before = path.read_bytes()
+
+    def full_disk(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OutputError, match=r"^Could not write the image .*epoch_000\.png: No space left on device\."):
+        save_png(grid, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["epoch_000.png"]
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OutputError, match=r"a-file/samples/x\.png: Not a directory\. Free space"):
+        save_png(grid, tmp_path / "a-file" / "samples" / "x.png")

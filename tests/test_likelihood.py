@@ -64,12 +64,16 @@ def test_metric_is_a_sum_not_an_average_of_batch_averages():
     assert first.compute()["nll"].item() == pytest.approx(16.0 / 4)
 
 
+@pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize(
+    "arch", ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM", "spatial_lstm.SpatialLSTM"]
+)
 @pytest.mark.parametrize("channels,levels", [(1, 2), (3, 2), (1, 3)])
-def test_probabilities_of_all_images_sum_to_one(channels, levels):
+def test_probabilities_of_all_images_sum_to_one(channels, levels, arch, skip):
     # A normalised autoregressive model: sum_x p(x) = 1 over every possible 2x2 image.
     # A mask that leaks the current pixel breaks this, so it is also a causality check.
     torch.manual_seed(0)
-    model = tiny_model(channels, levels, height=2, width=2).double()
+    model = tiny_model(channels, levels, height=2, width=2, arch=arch, skip=skip).double()
     dims = channels * 4
     images = torch.tensor(list(itertools.product(range(levels), repeat=dims)))  # (K^dims, dims)
     images = images.view(-1, 2, 2, channels).permute(0, 3, 1, 2)  # raster order, channel last

@@ -8,10 +8,11 @@ from pixel_lightning.models.layers import causal_mask, channel_groups
 from pixel_lightning.models.pixelcnn import PixelCNN
 
 
+@pytest.mark.parametrize("skip", [False, True])
 @pytest.mark.parametrize("channels,levels", [(1, 2), (3, 2), (3, 4)])
-def test_pixelcnn_is_exactly_causal(channels, levels):
+def test_pixelcnn_is_exactly_causal(channels, levels, skip):
     torch.manual_seed(0)
-    net = PixelCNN(channels, levels, hidden=12, layers=2, output_hidden=24)
+    net = PixelCNN(channels, levels, hidden=12, layers=2, output_hidden=24, skip=skip)
     assert_causal(net, channels, height=5, width=6)
 
 

@@ -1,5 +1,6 @@
-"""Row LSTM and Diagonal BiLSTM: exact causality, dependency fields, skewing, the LSTM equations
-against hand-written loops, row-crop consistency (relied on by the sampler) and sampling."""
+"""Row LSTM, Diagonal BiLSTM and the Spatial LSTM baseline: exact causality, dependency fields,
+skewing, the LSTM equations against hand-written loops, row-crop consistency (relied on by the
+sampler) and sampling."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from support import tiny_model
 from pixel_lightning.models import diagonal_bilstm
 from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM, DiagonalBiLSTMLayer, skew, unskew
 from pixel_lightning.models.row_lstm import RowLSTM, RowLSTMLayer
+from pixel_lightning.models.spatial_lstm import SpatialLSTM, SpatialLSTMLayer
 
-MODELS = {"row_lstm": RowLSTM, "diagonal_bilstm": DiagonalBiLSTM}
+MODELS = {"row_lstm": RowLSTM, "diagonal_bilstm": DiagonalBiLSTM, "spatial_lstm": SpatialLSTM}
 DATA = [(1, 2), (3, 4)]  # (channels, levels): binary, and RGB with a softmax head
 SHAPES = [(5, 5), (4, 6), (3, 4), (3, 9)]  # 3x9: wider than the 7x7 input conv reaches
 
@@ -52,17 +54,29 @@ def gapped_field(channels: int, height: int, width: int) -> torch.Tensor:
     return field
 
 
+def spatial_field(channels: int, height: int, width: int) -> torch.Tensor:
+    """The Spatial LSTM's field (models/spatial_lstm.py): the rows above up to column c + 3, the
+    pixels left in the row and the pixel's earlier channels; nothing above-right beyond c + 3."""
+    cols = torch.arange(width)
+    reach = cols[None, :] <= cols[:, None] + 3  # (W out, W in)
+    reach = reach.repeat_interleave(channels, 0).repeat_interleave(channels, 1)  # (W*C, W*C)
+    return full_field(channels, height, width) & reach.repeat(height, height)
+
+
 def assert_field(deps: torch.Tensor, expected: torch.Tensor) -> None:
     assert torch.equal(deps, expected), f"field differs at {(deps ^ expected).nonzero()[:5].tolist()}"
 
 
+@pytest.mark.parametrize("skip", [True, False])
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("channels,levels", DATA)
 @pytest.mark.parametrize("height,width", SHAPES)
-def test_causal(name, channels, levels, height, width):
-    deps = assert_causal(make(name, channels, levels), channels, height, width)
+def test_causal(name, channels, levels, height, width, skip):
+    deps = assert_causal(make(name, channels, levels, skip=skip), channels, height, width)
     if name == "diagonal_bilstm":  # the whole past (Figure 4), on any width
         assert_field(deps, full_field(channels, height, width))
+    if name == "spatial_lstm":  # the same field for any number of layers: the scan covers it all at once
+        assert_field(deps, spatial_field(channels, height, width))
 
 
 @pytest.mark.parametrize("channels,levels", DATA)
@@ -74,6 +88,19 @@ def test_diagonal_needs_the_raw_image_term(channels, levels):
     with torch.no_grad():
         net.layers[0].lstm.right_to_left.image_to_state.weight.zero_()
     height, width = 3, 9  # wide: the 7x7 input conv no longer spans the previous row
+    deps = assert_causal(net, channels, height, width)
+    with pytest.raises(AssertionError, match="field differs"):
+        assert_field(deps, full_field(channels, height, width))
+    assert_field(deps, gapped_field(channels, height, width))
+
+
+@pytest.mark.parametrize("channels,levels", DATA)
+def test_paper_diagonal_bilstm_has_the_documented_blind_spot(channels, levels):
+    # close_blind_spot=False is the paper's architecture as written: no raw-image term anywhere,
+    # and exactly the dimensions that gapped_field documents are out of reach.
+    net = make("diagonal_bilstm", channels, levels, close_blind_spot=False)
+    assert all(layer.lstm.right_to_left.image_to_state is None for layer in net.layers)
+    height, width = 3, 9
     deps = assert_causal(net, channels, height, width)
     with pytest.raises(AssertionError, match="field differs"):
         assert_field(deps, full_field(channels, height, width))
@@ -210,6 +237,36 @@ def test_diagonal_bilstm_layer_matches_loops():
     torch.testing.assert_close(layer(x, image)[0].permute(1, 2, 0), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_spatial_lstm_layer_matches_loops():
+    # Theis & Bethge's 2D LSTM, pixel by pixel: gates o, f_above, f_left, i, g.
+    hidden, height, width = 2, 3, 4
+    layer = randomise(SpatialLSTMLayer(1, hidden, 1))
+    x = torch.randn(1, 1, height, width, dtype=torch.float64)
+    img = x[0, 0].tolist()
+    w_is = layer.input_to_state.weight.tolist()  # (5h, 1, 1, 1)
+    bias = layer.input_to_state.bias.tolist()
+    w_ss = layer.state_to_state.weight.tolist()  # (5h, h, 2): tap 0 above, tap 1 left
+    h0, c0 = layer.h0[:, 0].tolist(), layer.c0[:, 0].tolist()
+    h = [[None] * width for _ in range(height)]
+    c = [[None] * width for _ in range(height)]
+    for r in range(height):
+        for col in range(width):
+            h_above, c_above = (h[r - 1][col], c[r - 1][col]) if r > 0 else (h0, c0)
+            h_left, c_left = (h[r][col - 1], c[r][col - 1]) if col > 0 else (h0, c0)
+            h[r][col], c[r][col] = [0.0] * hidden, [0.0] * hidden
+            for u in range(hidden):
+                pre = [
+                    bias[q] + w_is[q][0][0][0] * img[r][col]
+                    + sum(w_ss[q][v][0] * h_above[v] + w_ss[q][v][1] * h_left[v] for v in range(hidden))
+                    for q in range(u, 5 * hidden, hidden)
+                ]
+                o, f_above, f_left, i = (sigmoid(p) for p in pre[:4])
+                c[r][col][u] = f_above * c_above[u] + f_left * c_left[u] + i * math.tanh(pre[4])
+                h[r][col][u] = o * math.tanh(c[r][col][u])
+    expected = torch.tensor(h, dtype=torch.float64).permute(2, 0, 1)  # (h, H, W)
+    torch.testing.assert_close(layer(x)[0], expected, rtol=1e-12, atol=1e-12)
+
+
 # ---- what the sampler relies on --------------------------------------------------------------
 
 
@@ -224,7 +281,9 @@ def test_row_crop_consistency(name, channels, levels):
             torch.testing.assert_close(net(x[:, :, : r + 1]), full[..., : r + 1, :], rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("arch,channels,levels", [("row_lstm.RowLSTM", 1, 2), ("diagonal_bilstm.DiagonalBiLSTM", 3, 4)])
+@pytest.mark.parametrize("arch,channels,levels", [
+    ("row_lstm.RowLSTM", 1, 2), ("diagonal_bilstm.DiagonalBiLSTM", 3, 4), ("spatial_lstm.SpatialLSTM", 3, 4),
+])
 def test_sampling(arch, channels, levels):
     torch.manual_seed(0)
     model = tiny_model(channels, levels, height=6, width=6, arch=arch)

@@ -47,6 +47,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.sample_grid import SampleGrid
 from pixel_lightning.images import make_grid, save_png
@@ -130,7 +131,8 @@ class RunRecord(pl.Callback):
     """Measures a run and writes `<output_dir>/record.json` (see the module docstring).
 
     With `after_test` (train.py with test=true, eval.py) the record is completed at the end of
-    the test, on the weights that were tested; otherwise at the end of training. A record with
+    the test, on the weights that were tested; otherwise (or for a model without test_step) at
+    the end of training. A record with
     status "running" is written at the end of training either way, so a crash in the test still
     leaves the training measurements. The final record goes to every logger: W&B summary
     (`record/<field>`) and a one-row W&B Table `run_record`; other loggers (CSV) as metrics.
@@ -184,11 +186,18 @@ class RunRecord(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.train_time_s = self._last_batch_end - self._train_start if self._last_batch_end else 0.0
         self.epochs = _epochs(trainer, self.batch_images)  # the train dataloader is gone after the test
-        self._write(trainer, pl_module, final=not self.after_test)
+        no_test = not is_overridden("test_step", pl_module)  # no likelihood to test (a GAN)
+        self._write(trainer, pl_module, trainer.datamodule, final=not self.after_test or no_test)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.after_test:
-            self._write(trainer, pl_module, final=True)
+            self.finish(trainer, pl_module, trainer.datamodule)
+
+    def finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> None:
+        """Complete the record (sample quality, status finished), write it and log it: at the end
+        of the test, or called by eval.py for a model that has no test."""
+        self.setup(trainer, pl_module, "test")  # a no-op unless nothing ran before (eval.py, no test)
+        self._write(trainer, pl_module, datamodule, final=True)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         """Names for eval.py's record of this checkpoint (plain strings: loadable weights-only)."""
@@ -219,14 +228,14 @@ class RunRecord(pl.Callback):
             "wandb": _wandb_run(trainer),
         }
 
-    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule, final: bool) -> None:
         if not trainer.is_global_zero:
             return
         record = blank_record(**self.known, **self.measured(trainer, pl_module), status="running")
         if final:
             if self.quality is not None:
                 with torch.inference_mode(False):  # the classifier may train here, inside the test loop
-                    fields, samples = self.quality.evaluate(pl_module, trainer.datamodule)
+                    fields, samples = self.quality.evaluate(pl_module, datamodule)
                 record.update(fields)
                 if samples is not None:  # the scored samples are the run's picture
                     grid = make_grid(samples[:16], pl_module.levels)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from pixel_lightning.errors import UserError
 from pixel_lightning.images import make_grid, save_png
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,11 @@ class SampleGrid(pl.Callback):
     def __init__(
         self, dirpath: str, num_samples: int = 16, every_n_epochs: int = 1, temperature: float = 1.0, seed: int = 0
     ):
-        if num_samples < 1 or every_n_epochs < 1:
-            raise ValueError("SampleGrid needs num_samples >= 1 and every_n_epochs >= 1")
+        if num_samples < 1 or every_n_epochs < 1 or not temperature > 0:
+            raise UserError(
+                "callbacks.sample_grid needs num_samples and every_n_epochs of at least 1 and a temperature above 0, "
+                f"but they are {num_samples}, {every_n_epochs} and {temperature}. Fix those overrides."
+            )
         self.dirpath = Path(dirpath)
         self.num_samples, self.every_n_epochs = num_samples, every_n_epochs
         self.temperature, self.seed = temperature, seed

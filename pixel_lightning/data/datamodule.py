@@ -56,7 +56,7 @@ def check_int(key: str, value: object, low: int, high: int | None = None) -> Non
     """Reject a config value that is not an integer in [low, high] (bools are not integers here)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bounds = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise DataError(f"data.{key} must be an integer {bounds}, got {value!r}. " + CONFIG_HINT.format(key=key))
+        raise DataError(f"data.{key} must be an integer {bounds}, but it is {value}. " + CONFIG_HINT.format(key=key))
 
 
 def quantize(images: np.ndarray, bits: int) -> np.ndarray:
@@ -128,7 +128,7 @@ class ImageDataModule(pl.LightningDataModule):
     def _check_matches(self, key: str, given: int | None, produced: int, because: str) -> None:
         if given is not None and given != produced:
             raise DataError(
-                f"data.{key}={given!r} does not match the data: {self.name} gives {key}={produced} "
+                f"data.{key}={given} does not match the data: {self.name} gives {key}={produced} "
                 f"({because}). Set data.{key}={produced} or leave the default interpolation in conf/data/."
             )
 
@@ -283,13 +283,13 @@ class MNISTDataModule(ImageDataModule):
         check_int("bits", bits, 1, 8)
         if binarize not in self.BINARIZE:
             raise DataError(
-                f"data.binarize must be null, 'dynamic' or 'static', got {binarize!r}. "
+                f"data.binarize must be null, dynamic or static, but it is {binarize}. "
                 + CONFIG_HINT.format(key="binarize")
             )
         check_int("val_size", val_size, 1)
         check_int("split_seed", split_seed, 0)
         check_int("binarize_seed", binarize_seed, 0)
-        produced, because = (2, f"binarize={binarize!r}") if binarize else (2**bits, f"bits={bits} gives 2**{bits}")
+        produced, because = (2, f"binarize={binarize}") if binarize else (2**bits, f"bits={bits} gives 2**{bits}")
         super().__init__(
             data_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
             download=download, eval_batch_size=eval_batch_size, channels=channels, height=height,

@@ -72,10 +72,13 @@ def read_amat(path: Path) -> np.ndarray:
     blank = (chars == ord(" ")) | (chars == ord("\r")) | newline
     if not (digit | blank).all():
         bad = int(np.argmin(digit | blank))
-        found = bytes(chars[bad : bad + 1])
-        raise corrupt(path, f"it contains {found!r} at byte {bad}; only 0, 1 and spaces are allowed")
-    if (digit[1:] & digit[:-1]).any():  # two adjacent digits form a value outside {0, 1}
-        raise corrupt(path, "it contains a value with more than one digit; only 0 and 1 are allowed")
+        found = chr(chars[bad]) if chr(chars[bad]).isprintable() else f"the byte 0x{chars[bad]:02x}"
+        line = int(np.count_nonzero(newline[:bad])) + 1
+        raise corrupt(path, f"line {line} contains {found}, where only the values 0 and 1 and spaces belong")
+    long_value = digit[1:] & digit[:-1]  # two adjacent digits form a value outside {0, 1}
+    if long_value.any():
+        line = int(np.count_nonzero(newline[: int(np.argmax(long_value))])) + 1
+        raise corrupt(path, f"line {line} has a value of more than one digit, where only 0 and 1 belong")
     line_starts = np.concatenate(([0], np.flatnonzero(newline) + 1))  # never empty: input is rstripped
     per_line = np.add.reduceat(digit, line_starts, dtype=np.int64)
     if (per_line != AMAT_PIXELS).any():

@@ -18,7 +18,19 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from pixel_lightning.errors import NonFiniteError
 from pixel_lightning.metrics import NegativeLogLikelihood
+
+
+def check_drawable(logits: torch.Tensor) -> None:
+    """Refuse to sample from logits that are NaN or infinite (a diverged or damaged model) with a
+    message, instead of an internal error from torch.bernoulli or torch.multinomial."""
+    if not torch.isfinite(logits).all():
+        raise NonFiniteError(
+            "The model's outputs are not finite numbers (NaN or infinite logits), so it cannot be sampled: "
+            "its weights are broken, usually by a training run that diverged. Sample from an earlier checkpoint "
+            "of that run, or train again with a lower optimizer.lr or a smaller trainer.gradient_clip_val."
+        )
 
 
 def _plain(config: Any) -> Any:
@@ -113,10 +125,12 @@ class AutoregressiveImageModel(pl.LightningModule):
 
     def _draw(self, logits, ch, row, col, temperature, generator) -> torch.Tensor:
         if self.levels == 2:
-            prob = torch.sigmoid(logits[:, ch, row, col] / temperature)  # (B,)
-            return torch.bernoulli(prob, generator=generator).long()
-        probs = torch.softmax(logits[:, :, ch, row, col] / temperature, dim=1)  # (B, K)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            scaled = logits[:, ch, row, col] / temperature  # (B,)
+            check_drawable(scaled)
+            return torch.bernoulli(torch.sigmoid(scaled), generator=generator).long()
+        scaled = logits[:, :, ch, row, col] / temperature  # (B, K)
+        check_drawable(scaled)
+        return torch.multinomial(torch.softmax(scaled, dim=1), 1, generator=generator).squeeze(1)
 
     # ---- training ---------------------------------------------------------------------------
     def _step(self, batch: torch.Tensor, metric: NegativeLogLikelihood) -> torch.Tensor:

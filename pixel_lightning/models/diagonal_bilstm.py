@@ -6,8 +6,8 @@ image becomes a column, and an LSTM scans the columns left to right. Its state-t
 to the left; its input-to-state part is a 1x1 mask-B conv. So the state at (r, c) covers every
 pixel above-left of it. A second LSTM scans the mirrored image (above-right); its output is shifted
 down by one row, so that it covers only earlier rows, and added: together they cover the whole
-past (Figure 4, right). Layers are residual (Figure 5) and framed by Table 1's 7x7 mask-A input
-conv and output stack.
+past (Figure 4, right). Layers are residual (Figure 5), with skip connections to the output
+(section 3.3), and framed by Table 1's 7x7 mask-A input conv and output stack.
 
 Deviation from the paper. Figure 4 claims the whole past, but with the mask-A input conv the last
 channel of the last pixel of row r-1 is in no feature of row r-1 (the mask hides a pixel's own
@@ -16,7 +16,8 @@ last channel, and nothing lies right of it), so it is out of reach for pixels of
 first layer one extra input-to-state term, an unmasked 1x1 conv of the raw image x
 (`image_to_state`): it carries x[r-1, W-1, :] leftwards along row r-1, and the down-shift makes
 it legal, since that direction may see every channel of every pixel of its own row. Deeper
-layers inherit the full field from the first, so they do without it.
+layers inherit the full field from the first, so they do without it. `close_blind_spot=False`
+drops the term and runs the paper's architecture exactly as written.
 """
 
 from __future__ import annotations
@@ -104,21 +105,27 @@ class DiagonalBiLSTMLayer(nn.Module):
 class DiagonalBiLSTM(PixelRNN):
     """x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W).
 
-    Only the first layer's right-to-left scan reads the raw image x (module docstring).
+    With `close_blind_spot` (the default) the first layer's right-to-left scan reads the raw
+    image x (module docstring); `close_blind_spot=False` is the paper's architecture as written.
     """
 
-    def __init__(self, channels: int, levels: int, hidden: int = 16, layers: int = 2, output_hidden: int = 32):
-        super().__init__(
-            channels,
-            levels,
-            hidden,
-            layers,
-            output_hidden,
-            lambda i: DiagonalBiLSTMLayer(2 * hidden, hidden, channels, channels if i == 0 else 0),
-        )
+    def __init__(
+        self,
+        channels: int,
+        levels: int,
+        hidden: int = 16,
+        layers: int = 2,
+        output_hidden: int = 32,
+        output_layers: int = 1,
+        skip: bool = True,
+        close_blind_spot: bool = True,
+    ):
+        self.close_blind_spot = close_blind_spot
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        h = self.input_conv(x)  # (B, 2h, H, W)
-        for i, layer in enumerate(self.layers):
-            h = layer(h, image=x) if i == 0 else layer(h)  # (B, 2h, H, W)
-        return self.output(h)
+        def make_lstm(i: int) -> DiagonalBiLSTMLayer:
+            return DiagonalBiLSTMLayer(2 * hidden, hidden, channels, channels if i == 0 and close_blind_spot else 0)
+
+        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip)
+
+    def layer_inputs(self, index: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"image": x} if index == 0 and self.close_blind_spot else {}

@@ -14,6 +14,8 @@ the familiar "no centre" (A) / "with centre" (B) masks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -80,27 +82,89 @@ class MaskedConv2d(nn.Conv2d):
 
 
 class OutputStack(nn.Module):
-    """Table 1's output layers: 2 x (ReLU + 1x1 mask-B conv), then the likelihood's logits.
+    """Table 1's output layers: ReLU + 1x1 mask-B conv, then the likelihood's logits.
+
+    Table 1 lists "ReLU followed by 1x1 conv, mask B (2 layers)" before the sigmoid or softmax,
+    and section 5 gives the width of the output layers (32 maps for MNIST, 1024 for CIFAR-10). We
+    read the two layers as one hidden layer of `hidden` maps plus the 1x1 conv to the logits: a
+    softmax over 256 levels of 3 channels needs 768 input maps, so the last 1x1 conv before it can
+    only be the logits layer. The other reading, two hidden layers of `hidden` maps and then a
+    projection to the logits, is `layers=2`; `layers` counts the hidden layers.
 
     levels == 2 gives one Bernoulli logit per channel, (B, C, H, W); otherwise a K-way softmax
     per channel, (B, K, C, H, W). The last conv lays out its C*K maps channel-major so that the
     K logits of image channel c all sit in feature group c.
     """
 
-    def __init__(self, in_features: int, hidden: int, data_channels: int, levels: int):
+    def __init__(self, in_features: int, hidden: int, data_channels: int, levels: int, layers: int = 1):
         super().__init__()
+        if layers < 1:
+            raise ValueError(f"output_layers must be >= 1, got {layers}")
         self.data_channels, self.levels = data_channels, levels
         logits_per_channel = 1 if levels == 2 else levels
-        self.hidden = MaskedConv2d(in_features, hidden, 1, data_channels, "B")
+        widths = [in_features] + [hidden] * layers
+        self.hidden = nn.ModuleList(
+            MaskedConv2d(a, b, 1, data_channels, "B") for a, b in zip(widths[:-1], widths[1:])
+        )
         self.logits = MaskedConv2d(hidden, data_channels * logits_per_channel, 1, data_channels, "B")
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(F.relu(self.hidden(F.relu(h))))  # (B, C*K, H, W)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
+        for conv in self.hidden:
+            h = conv(F.relu(h))  # (B, hidden, H, W)
+        logits = self.logits(F.relu(h))  # (B, C*K, H, W)
         if self.levels == 2:
             return logits  # (B, C, H, W)
         b, _, height, width = logits.shape
         logits = logits.view(b, self.data_channels, self.levels, height, width)  # (B, C, K, H, W)
         return logits.transpose(1, 2)  # (B, K, C, H, W)
+
+
+class ResidualNet(nn.Module):
+    """Table 1's frame of every architecture: a 7x7 mask-A conv C -> 2h, residual layers on 2h
+    feature maps (`make_layer(i)` builds layer i, 0 = first), and the output stack.
+
+    With `skip`, each layer's 2h output also goes through its own 1x1 mask-B conv and the results
+    are added to the output stack's input: the "learnable skip connections from each layer to the
+    output" of section 3.3 (Table 2: residual plus skip is best). Subclasses give `layer_inputs`
+    for layers that read more than the feature maps.
+
+    x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        levels: int,
+        hidden: int,
+        layers: int,
+        make_layer: Callable[[int], nn.Module],
+        output_hidden: int,
+        output_layers: int = 1,
+        skip: bool = False,
+    ):
+        super().__init__()
+        check_sizes(channels, levels, hidden, layers)
+        self.input_conv = MaskedConv2d(channels, 2 * hidden, 7, channels, "A")
+        self.layers = nn.ModuleList(make_layer(i) for i in range(layers))
+        self.skips = (
+            nn.ModuleList(MaskedConv2d(2 * hidden, 2 * hidden, 1, channels, "B") for _ in range(layers))
+            if skip
+            else None
+        )
+        self.output = OutputStack(2 * hidden, output_hidden, channels, levels, output_layers)
+
+    def layer_inputs(self, index: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra keyword inputs of layer `index`, given the net's input x; none by default."""
+        return {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        h = self.input_conv(x)  # (B, 2h, H, W)
+        skipped = torch.zeros_like(h) if self.skips is not None else None
+        for i, layer in enumerate(self.layers):
+            h = layer(h, **self.layer_inputs(i, x))  # (B, 2h, H, W)
+            if skipped is not None:
+                skipped = skipped + self.skips[i](h)
+        return self.output(h if skipped is None else h + skipped)
 
 
 def check_sizes(data_channels: int, levels: int, hidden: int, layers: int) -> None:

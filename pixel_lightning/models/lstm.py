@@ -8,8 +8,10 @@ Both compute, at every position of a scan (a row, or a diagonal of the image),
 
 with a masked input-to-state conv K_is computed for the whole image up front (section 3.1) and
 a state-to-state conv K_ss that only reads states of strictly earlier pixels. Each layer maps 2h
-feature maps to h and sits in a residual block (Figure 5, right); the net is framed by Table 1's
-7x7 mask-A input conv and output stack, as in PixelCNN.
+feature maps to h and sits in a residual block (Figure 5, right), with a learnable skip connection
+to the output (section 3.3); the net is framed by Table 1's 7x7 mask-A input conv and output
+stack, as in PixelCNN. The Spatial LSTM (spatial_lstm.py), the baseline these two replace, uses
+the same parts with a cell of two predecessors, scanned one pixel at a time.
 """
 
 from __future__ import annotations
@@ -19,37 +21,46 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from pixel_lightning.models.layers import MaskedConv2d, OutputStack, causal_mask, check_sizes
+from pixel_lightning.models.layers import MaskedConv2d, ResidualNet, causal_mask
 
 
 class LSTM(nn.Module):
     """The parameters and cell update of one LSTM scan; subclasses define the scan order.
 
-    Gate maps are laid out [o, f, i, g], h maps each. For RGB (section 3.4) each gate keeps the
-    channel-group layout of the h hidden maps: hidden unit u of group G reads, at its own pixel,
-    only input groups <= G. A MaskedConv2d to 4h maps would instead group the 4h maps as one
-    block (all of o in group R, all of g in group B), so it gets the h-map mask once per gate.
+    Gate maps are laid out [o, f, i, g], h maps each; with `forget_gates` = n > 1 (a cell with n
+    predecessors, as the Spatial LSTM's) [o, f_1 .. f_n, i, g]. For RGB (section 3.4) each gate
+    keeps the channel-group layout of the h hidden maps: hidden unit u of group G reads, at its
+    own pixel, only input groups <= G. A MaskedConv2d to 4h maps would instead group the 4h maps
+    as one block (all of o in group R, all of g in group B), so it gets the h-map mask once per gate.
     """
 
     def __init__(
-        self, in_features: int, hidden: int, data_channels: int, input_kernel: int | tuple[int, int], state_kernel: int
+        self,
+        in_features: int,
+        hidden: int,
+        data_channels: int,
+        input_kernel: int | tuple[int, int],
+        state_kernel: int,
+        forget_gates: int = 1,
     ):
         super().__init__()
         self.hidden = hidden
-        self.input_to_state = MaskedConv2d(in_features, 4 * hidden, input_kernel, data_channels, "B")
+        gates = 3 + forget_gates
+        self.input_to_state = MaskedConv2d(in_features, gates * hidden, input_kernel, data_channels, "B")
         gate_mask = causal_mask(hidden, in_features, self.input_to_state.kernel_size, data_channels, "B")
-        self.input_to_state.mask = gate_mask.repeat(4, 1, 1, 1)  # (4h, in, kh, kw)
+        self.input_to_state.mask = gate_mask.repeat(gates, 1, 1, 1)  # (gates*h, in, kh, kw)
         # Unmasked: it reads only states of earlier pixels, which may depend on any group.
-        self.state_to_state = nn.Conv1d(hidden, 4 * hidden, state_kernel, bias=False)
+        self.state_to_state = nn.Conv1d(hidden, gates * hidden, state_kernel, bias=False)
         # Learned initial state, broadcast along the scan so that any image size works.
         self.h0 = nn.Parameter(torch.zeros(hidden, 1))
         self.c0 = nn.Parameter(torch.zeros(hidden, 1))
 
-    def cell(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """gates (B, 4h, L), previous cell c (B, h, L) -> new hidden and cell states (B, h, L)."""
-        o, f, i = torch.sigmoid(gates[:, : 3 * self.hidden]).chunk(3, dim=1)
-        g = torch.tanh(gates[:, 3 * self.hidden :])
-        c = f * c + i * g
+    def cell(self, gates: torch.Tensor, *c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """gates (B, (3+n)h, L), the n previous cells (B, h, L), one per forget gate
+        -> new hidden and cell states (B, h, L)."""
+        o, *forget, i = torch.sigmoid(gates[:, : -self.hidden]).chunk(2 + len(c_prev), dim=1)
+        g = torch.tanh(gates[:, -self.hidden :])
+        c = i * g + sum(f * c for f, c in zip(forget, c_prev, strict=True))
         return o * torch.tanh(c), c
 
 
@@ -66,11 +77,11 @@ class ResidualLSTM(nn.Module):
         return x + self.expand(self.lstm(x, **inputs))
 
 
-class PixelRNN(nn.Module):
-    """Table 1: 7x7 mask-A conv C -> 2h, `layers` residual LSTM layers, output stack.
+class PixelRNN(ResidualNet):
+    """Table 1 with LSTM layers: `make_lstm(i)` builds LSTM layer i (0 = first), 2h maps -> h.
 
+    Skip connections are on by default, as in the paper's PixelRNN models (section 3.3).
     x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W).
-    `make_lstm(i)` builds LSTM layer i (0 = first), mapping 2h feature maps to h.
     """
 
     def __init__(
@@ -81,14 +92,10 @@ class PixelRNN(nn.Module):
         layers: int,
         output_hidden: int,
         make_lstm: Callable[[int], nn.Module],
+        output_layers: int = 1,
+        skip: bool = True,
     ):
-        super().__init__()
-        check_sizes(channels, levels, hidden, layers)
-        self.input_conv = MaskedConv2d(channels, 2 * hidden, 7, channels, "A")
-        self.layers = nn.Sequential(*(ResidualLSTM(make_lstm(i), hidden, channels) for i in range(layers)))
-        self.output = OutputStack(2 * hidden, output_hidden, channels, levels)
+        def make_layer(i: int) -> ResidualLSTM:
+            return ResidualLSTM(make_lstm(i), hidden, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        h = self.input_conv(x)  # (B, 2h, H, W)
-        h = self.layers(h)  # (B, 2h, H, W)
-        return self.output(h)
+        super().__init__(channels, levels, hidden, layers, make_layer, output_hidden, output_layers, skip)

@@ -4,7 +4,8 @@ Section 3.1: the image is processed one row at a time, top to bottom. The input-
 1 x k mask-B conv along the row, computed for the whole image at once; the state-to-state part is
 an unmasked 1 x k conv of the previous row's hidden state, so row i sees row i-1 and, through it,
 a triangle of rows above (Figure 4, centre). Layers are residual (Figure 5) and framed by Table 1's
-7x7 mask-A input conv and output stack; the paper uses k = 3 and up to 12 layers.
+7x7 mask-A input conv and output stack, with skip connections to the output (section 3.3);
+the paper uses k = 3 and up to 12 layers.
 """
 
 from __future__ import annotations
@@ -38,8 +39,17 @@ class RowLSTM(PixelRNN):
     """x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W)."""
 
     def __init__(
-        self, channels: int, levels: int, hidden: int = 16, layers: int = 2, output_hidden: int = 32, kernel: int = 3
+        self,
+        channels: int,
+        levels: int,
+        hidden: int = 16,
+        layers: int = 2,
+        output_hidden: int = 32,
+        kernel: int = 3,
+        output_layers: int = 1,
+        skip: bool = True,
     ):
-        super().__init__(
-            channels, levels, hidden, layers, output_hidden, lambda _: RowLSTMLayer(2 * hidden, hidden, channels, kernel)
-        )
+        def make_lstm(_: int) -> RowLSTMLayer:
+            return RowLSTMLayer(2 * hidden, hidden, channels, kernel)
+
+        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip)

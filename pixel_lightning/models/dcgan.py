@@ -1,0 +1,203 @@
+"""DCGAN (Radford, Metz & Chintala, 2016, *Unsupervised Representation Learning with Deep
+Convolutional Generative Adversarial Networks*): the GAN baseline of the comparison.
+
+Section 3's guidelines: strided convolutions in the discriminator and fractionally strided ones in
+the generator instead of pooling; batch norm in both, except on the generator's output and the
+discriminator's input; no hidden fully connected layers (the generator's first layer projects z
+and reshapes it to a small feature map, the discriminator's last maps its flattened features to
+one logit); ReLU in the generator with tanh on the output, LeakyReLU (slope 0.2) in the
+discriminator. Section 4: z uniform in [-1, 1]^100, weights from N(0, 0.02), Adam with lr 2e-4 and
+beta1 0.5. Trained with the usual alternating steps (Goodfellow et al., 2014), one discriminator
+step then one non-saturating generator step per batch, under manual optimisation.
+
+The architecture is sized from the data config: the generator doubles its feature map n times
+from an (H / 2^n, W / 2^n) base, n as large as keeps the base even-sized halving down to >= 4
+(28x28: 7x7 base, n = 2; 32x32: 4x4 base, n = 3), with `features` maps at full resolution and
+twice as many per halving. Images are scaled from levels [0, K-1] to [-1, 1] as for the
+autoregressive models; samples go back to levels by rounding, or for binary data by a Bernoulli
+draw or 0.5 threshold on (g(z) + 1) / 2 (`binary_sampling`).
+
+A GAN has no likelihood: this module logs no NLL or bits/dim (a comparison shows them as null),
+no validation metric, and cannot complete images. Its losses are not a measure of sample quality,
+so the run keeps its latest checkpoint as the "best" one (conf/model/dcgan.yaml). Lightning
+counts each optimiser step, so `trainer.global_step` advances by 2 per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import hydra
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixel_lightning.errors import UserError
+from pixel_lightning.models.autoregressive import _plain
+
+log = logging.getLogger(__name__)
+
+BINARY_SAMPLING = ("bernoulli", "threshold")
+
+
+def doublings(height: int, width: int) -> int:
+    """How many times the generator doubles its feature map: halve (H, W) while both stay even
+    and the halves stay >= 4 (28 -> 14 -> 7: 2; 32 -> 16 -> 8 -> 4: 3)."""
+    n = 0
+    while height % 2 == 0 and width % 2 == 0 and min(height, width) // 2 >= 4:
+        height, width, n = height // 2, width // 2, n + 1
+    if n == 0:
+        raise ValueError(f"a DCGAN needs an image side that halves to >= 4 at least once, got {height}x{width}")
+    return n
+
+
+class Generator(nn.Sequential):
+    """z (B, latent) -> images (B, C, H, W) in (-1, 1)."""
+
+    def __init__(self, latent: int, channels: int, height: int, width: int, features: int):
+        n = doublings(height, width)
+        base = (height >> n, width >> n)
+        widths = [features << k for k in reversed(range(n))]  # at base, ..., at H/2: 2^(n-1) f ... f
+        layers: list[nn.Module] = [
+            nn.Linear(latent, widths[0] * base[0] * base[1], bias=False),  # project ...
+            nn.Unflatten(1, (widths[0], *base)),  # ... and reshape: (B, 2^(n-1) f, H/2^n, W/2^n)
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
+        ]
+        for wide, narrow in zip(widths, widths[1:] + [channels], strict=True):
+            layers.append(nn.ConvTranspose2d(wide, narrow, 4, stride=2, padding=1, bias=narrow == channels))
+            layers += [nn.BatchNorm2d(narrow), nn.ReLU()] if narrow != channels else [nn.Tanh()]
+        super().__init__(*layers)
+
+
+class Discriminator(nn.Sequential):
+    """images (B, C, H, W) in [-1, 1] -> real-vs-fake logits (B,)."""
+
+    def __init__(self, channels: int, height: int, width: int, features: int):
+        n = doublings(height, width)
+        widths = [features << k for k in range(n)]  # at H/2, ..., at H/2^n: f ... 2^(n-1) f
+        layers: list[nn.Module] = []
+        for i, (narrow, wide) in enumerate(zip([channels] + widths[:-1], widths, strict=True)):
+            layers.append(nn.Conv2d(narrow, wide, 4, stride=2, padding=1, bias=i == 0))
+            layers += ([nn.BatchNorm2d(wide)] if i > 0 else []) + [nn.LeakyReLU(0.2)]
+        layers += [nn.Flatten(), nn.Linear(widths[-1] * (height >> n) * (width >> n), 1), nn.Flatten(0)]
+        super().__init__(*layers)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Section 4: every weight from N(0, 0.02); batch norm scales from N(1, 0.02), shifts 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGAN(pl.LightningModule):
+    """A generator and a discriminator trained adversarially on integer images (B, C, H, W).
+
+    Args:
+        data: the data config; only channels, height, width and levels are read.
+        optimizer: hydra config of a torch optimizer, without `params`; one each for the
+            generator and the discriminator.
+        latent: dimensions of z.
+        features: feature maps of the full-resolution layers (doubled per halving).
+        binary_sampling: binary data only: "bernoulli" draws each pixel with probability
+            (g(z) + 1) / 2, "threshold" keeps the pixels where it is > 0.5.
+    """
+
+    def __init__(
+        self,
+        data: Mapping,
+        optimizer: Mapping,
+        latent: int = 100,
+        features: int = 32,
+        binary_sampling: str = "bernoulli",
+    ):
+        super().__init__()
+        if binary_sampling not in BINARY_SAMPLING:
+            raise ValueError(f"binary_sampling must be one of {BINARY_SAMPLING}, got {binary_sampling!r}")
+        data = {key: int(data[key]) for key in ("channels", "height", "width", "levels")}
+        # `module` tells checkpoint.load_model which LightningModule to rebuild.
+        self.save_hyperparameters(
+            {"module": "dcgan", "data": data, "optimizer": _plain(optimizer), "latent": latent, "features": features,
+             "binary_sampling": binary_sampling}
+        )
+        self.automatic_optimization = False
+        self.image_shape = (data["channels"], data["height"], data["width"])
+        self.levels = data["levels"]
+        self.generator = Generator(latent, *self.image_shape, features)
+        self.discriminator = Discriminator(*self.image_shape, features)
+        self.apply(init_weights)
+
+    def noise(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z ~ U[-1, 1]^latent, (n, latent)."""
+        z = torch.rand(num_samples, self.hparams.latent, generator=generator, device=self.device)
+        return 2 * z - 1
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, temperature: float = 1.0, generator: torch.Generator | None = None):
+        """Draw `num_samples` images (n, C, H, W) of integer levels in [0, K-1].
+
+        `temperature` does not apply to a GAN (there is no likelihood to sharpen): it is accepted
+        so that callers can treat every model alike, and ignored, with a warning if it is not 1.
+        """
+        if temperature != 1.0:
+            log.warning("temperature=%s is ignored: a GAN has no distribution to sharpen", temperature)
+        was_training = self.training
+        self.eval()  # batch norm uses its running statistics
+        try:
+            unit = (self.generator(self.noise(num_samples, generator)) + 1) / 2  # (n, C, H, W) in (0, 1)
+        finally:
+            self.train(was_training)
+        if self.levels == 2 and self.hparams.binary_sampling == "bernoulli":
+            return torch.bernoulli(unit, generator=generator).long()
+        return torch.round(unit * (self.levels - 1)).long().clamp(0, self.levels - 1)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
+        opt_g, opt_d = self.optimizers()
+        real = batch.to(self.dtype) * (2.0 / (self.levels - 1)) - 1.0  # (B, C, H, W) in [-1, 1]
+        fake = self.generator(self.noise(len(batch)))  # (B, C, H, W)
+
+        # Discriminator: real -> 1, fake -> 0.
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake.detach())  # (B,)
+        d_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+        d_loss = d_loss + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        self.stop_if_diverged(d_loss=d_loss)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+
+        # Generator, non-saturating: make the updated discriminator call the fakes real.
+        fooled_logits = self.discriminator(fake)
+        g_loss = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
+        self.stop_if_diverged(g_loss=g_loss)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+
+        losses = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+        self.log_dict({f"train/{name}": value for name, value in losses.items()}, prog_bar=True)
+        # D(x) and D(G(z)): the discriminator's mean belief that real and fake images are real.
+        self.log_dict({"train/d_real": torch.sigmoid(real_logits).mean(), "train/d_fake": torch.sigmoid(fake_logits).mean()})
+        return losses
+
+    def stop_if_diverged(self, **losses: torch.Tensor) -> None:
+        """Stop on a NaN or infinite loss, before it reaches the weights."""
+        for name, value in losses.items():
+            if not torch.isfinite(value):
+                raise UserError(
+                    f"DCGAN training diverged: {name} is {value.item()} at step {self.global_step} (epoch "
+                    f"{self.current_epoch}). The checkpoints written so far are intact. Train again with a lower "
+                    "learning rate (e.g. model.optimizer.lr=1e-4) or another seed."
+                )
+
+    def configure_optimizers(self):
+        return [
+            hydra.utils.instantiate(self.hparams.optimizer, params=net.parameters())
+            for net in (self.generator, self.discriminator)
+        ]

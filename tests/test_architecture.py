@@ -1,0 +1,86 @@
+"""What all architectures share (Table 1's frame): skip connections, the output stack, and the
+sizes of the paper presets."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from test_configs import compose_train, one_training_step, paper_presets
+from support import requires_data
+
+from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM
+from pixel_lightning.models.layers import MaskedConv2d, OutputStack
+from pixel_lightning.models.pixelcnn import PixelCNN
+from pixel_lightning.models.row_lstm import RowLSTM
+from pixel_lightning.models.spatial_lstm import SpatialLSTM
+
+NETS = [PixelCNN, RowLSTM, DiagonalBiLSTM, SpatialLSTM]
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("net_class", NETS)
+@pytest.mark.parametrize("hidden,layers", [(12, 1), (8, 3)])
+def test_skip_connections_add_one_1x1_conv_per_layer(net_class, hidden, layers):
+    # Section 3.3: each layer's 2h maps -> a 1x1 mask-B conv -> summed into the output stack's input.
+    plain = net_class(3, 4, hidden=hidden, layers=layers, skip=False)
+    skipped = net_class(3, 4, hidden=hidden, layers=layers, skip=True)
+    per_layer = (2 * hidden) * (2 * hidden) + 2 * hidden  # weights and bias of a 2h -> 2h 1x1 conv
+    assert count(skipped) - count(plain) == layers * per_layer
+    assert plain.skips is None
+    assert len(skipped.skips) == layers
+    assert all(isinstance(c, MaskedConv2d) and c.mask_type == "B" and c.kernel_size == (1, 1) for c in skipped.skips)
+
+
+def test_skip_outputs_reach_the_output_stack():
+    # Zeroing the skip convs must give back the no-skip net with the same other weights, and
+    # non-zero skip convs must change the logits: the skips are really summed in.
+    torch.manual_seed(0)
+    net = RowLSTM(1, 2, hidden=8, layers=2, skip=True).double()
+    x = torch.rand(2, 1, 5, 5, dtype=torch.float64)
+    with_skips = net(x)
+    plain = RowLSTM(1, 2, hidden=8, layers=2, skip=False).double()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("skips.")})
+    with torch.no_grad():
+        for conv in net.skips:
+            conv.weight.zero_()
+            conv.bias.zero_()
+    torch.testing.assert_close(net(x), plain(x), rtol=0, atol=0)
+    assert not torch.allclose(with_skips, plain(x))
+
+
+@pytest.mark.parametrize("channels,levels", [(1, 2), (3, 256)])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_output_stack_layout(channels, levels, layers):
+    stack = OutputStack(2 * 16, 32, channels, levels, layers)
+    assert [(c.in_channels, c.out_channels) for c in stack.hidden] == [(32, 32)] * layers
+    assert stack.logits.out_channels == channels * (1 if levels == 2 else levels)
+    logits = stack(torch.randn(2, 32, 4, 5))
+    assert logits.shape == ((2, channels, 4, 5) if levels == 2 else (2, levels, channels, 4, 5))
+    with pytest.raises(ValueError, match="output_layers"):
+        OutputStack(32, 32, channels, levels, 0)
+
+
+@pytest.mark.parametrize("experiment", paper_presets("mnist") + paper_presets("cifar"))
+def test_paper_presets_have_the_documented_output_stack(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    net = hydra.utils.instantiate(cfg.model.net)
+    mnist = experiment.startswith("paper_mnist_")
+    maps, logits = (32, 1) if mnist else (1024, 3 * 256)
+    # Table 1: ReLU + 1x1 mask-B conv to `maps` feature maps, ReLU + 1x1 mask-B conv to the logits.
+    assert [(c.out_channels, c.mask_type) for c in net.output.hidden] == [(maps, "B")]
+    assert (net.output.logits.out_channels, net.output.logits.mask_type) == (logits, "B")
+    assert cfg.data.batch_size == 16 and cfg.optimizer._target_ == "torch.optim.RMSprop"
+    assert (net.skips is not None) == (cfg.model.net._target_.split(".")[-1] != "PixelCNN")
+    assert cfg.callbacks.early_stopping.monitor == "val/nll"
+
+
+@requires_data
+def test_paper_diagonal_bilstm_trains_one_step(tmp_path):
+    metrics = one_training_step(
+        "paper_mnist_diagonal_bilstm", tmp_path, ["model.net.close_blind_spot=false", "model.net.layers=1"]
+    )
+    assert 0 < metrics["train/loss"] < 1

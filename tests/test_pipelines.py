@@ -1,0 +1,56 @@
+"""The pipelines refuse unusable inputs before doing any work: a resume checkpoint of another
+model, a crafted checkpoint handed to sample.py. In-process, on composed configs (fast)."""
+
+import hydra
+import pytest
+import torch
+from test_configs import compose_train
+
+from pixel_lightning.errors import CheckpointError, DataError
+from pixel_lightning.sample import sample
+from pixel_lightning.train import check_resume, train
+
+
+def checkpoint_of(overrides: list[str], tmp_path, name: str = "model.ckpt"):
+    """A checkpoint (hyper-parameters and weights) of the model the overrides compose."""
+    model = hydra.utils.instantiate(compose_train(overrides, tmp_path).model)
+    checkpoint = {"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}
+    torch.save(checkpoint, tmp_path / name)
+    return tmp_path / name, checkpoint
+
+
+def test_resuming_with_another_architecture_is_refused_before_training(tmp_path):
+    path, _ = checkpoint_of([], tmp_path)  # the default PixelCNN
+    check_resume(compose_train([f"ckpt_path={path}"], tmp_path))  # the same config fits
+    run_dir = tmp_path / "run"
+    cfg = compose_train(["model=row_lstm", "~logger", f"ckpt_path={path}"], run_dir)
+    with pytest.raises(CheckpointError) as error:
+        train(cfg)
+    assert ("model.net._target_ is pixel_lightning.models.pixelcnn.PixelCNN in the checkpoint but "
+            "pixel_lightning.models.row_lstm.RowLSTM here") in str(error.value)
+    assert "leave out ckpt_path" in str(error.value)
+    assert not run_dir.exists(), "nothing may be written before the refusal"
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_sample_refuses_a_crafted_checkpoint_unless_trusted(trusted, tmp_path, monkeypatch):
+    """mode=complete builds the checkpoint's datamodule; a payload in its settings must never run."""
+    marker = tmp_path / "marker"
+    path, checkpoint = checkpoint_of([], tmp_path)
+    checkpoint["hyper_parameters"]["data"] |= {
+        "eval_batch_size": {"_target_": "pathlib.Path.touch", "_args_": [str(marker)]},
+        "download": False,  # the trusted run then stops at the (empty) data folder, offline
+    }
+    torch.save(checkpoint, path)
+    monkeypatch.setenv("PIXEL_DATA_DIR", str(tmp_path / "no-data"))
+    overrides = [f"ckpt_path={path}", "mode=complete", "device=cpu", f"trust_checkpoint={str(trusted).lower()}"]
+    cfg = compose_train(overrides, tmp_path / "out", config_name="sample")
+    if trusted:  # the opt-out really opts out: the payload runs
+        with pytest.raises(DataError, match="Binarized MNIST data not found"):
+            sample(cfg)
+        assert marker.exists()
+    else:
+        with pytest.raises(CheckpointError, match=r"asks to build pathlib\.Path\.touch \(at hyper_parameters\.data\."
+                           r"eval_batch_size\._target_\).*trust_checkpoint=true"):
+            sample(cfg)
+        assert not marker.exists()
