@@ -12,6 +12,8 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.run_record import RECORD_NAME, RunRecord, quality_line, read_record
 from pixel_lightning.checkpoint import load_model, read_checkpoint
+from pixel_lightning.errors import CheckpointError
+from pixel_lightning.safe_config import check_buildable
 from pixel_lightning.train import check_settings, finish_wandb, make_trainer, report_test
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,16 @@ def evaluate(cfg: DictConfig) -> dict:
     names = read_checkpoint(cfg.ckpt_path, cfg.trust_checkpoint).get("run_record") or {}
     model = load_model(cfg.ckpt_path, trust=cfg.trust_checkpoint)
     # the checkpoint's data, read from this machine's data folder, with the overrides of eval.yaml's `data`
+    data = model.hparams.data if "_target_" in model.hparams.data else names.get("data")
+    if not data:
+        raise CheckpointError(
+            f"Checkpoint '{cfg.ckpt_path}' does not say which dataset it was trained on (it predates the run "
+            "record). Evaluate a checkpoint written by this version of train.py."
+        )
+    if not cfg.trust_checkpoint:
+        check_buildable(data, f"Checkpoint '{cfg.ckpt_path}'", "run_record.data")
     overrides = {key: value for key, value in cfg.data.items() if value is not None}
-    datamodule = hydra.utils.instantiate(dict(model.hparams.data, data_dir=cfg.paths.data_dir) | overrides)
+    datamodule = hydra.utils.instantiate(dict(data, data_dir=cfg.paths.data_dir) | overrides)
 
     record_cfg = cfg.callbacks.run_record
     record_cfg.model_name = record_cfg.model_name or names.get("model") or type(model).__name__

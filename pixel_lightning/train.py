@@ -41,9 +41,11 @@ def check_settings(cfg: DictConfig) -> None:
         check_setting(cfg, key, "integer", 10, nullable=True)
     for key in NUMBER_SETTINGS:
         check_setting(cfg, key, "number", 10, nullable=True)
-    check_setting(cfg, "optimizer.lr", "number", 0.001, above=0)
+    if "optimizer" in cfg:  # eval.py's config has no optimizer and no `test`
+        check_setting(cfg, "optimizer.lr", "number", 0.001, above=0)
     for key in BOOLEAN_SETTINGS:
-        check_setting(cfg, key, "boolean", "true")
+        if key in cfg:
+            check_setting(cfg, key, "boolean", "true")
 
 
 def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:

@@ -40,10 +40,11 @@ import os
 import resource
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -141,16 +142,20 @@ class RunRecord(pl.Callback):
         output_dir: the run folder.
         model_name, dataset: names for the table (the Hydra choices).
         task: train or eval.  seed: the run's seed.  overrides: its command-line overrides.
-        quality: an evaluation.fid.SampleQuality (the `fid` config node), or None.
+        quality: an evaluation.fid.SampleQuality, or its config (the `fid` node), or None.
         after_test: complete the record at the end of the test (see above).
+        data: the data config, saved in checkpoints for eval.py.
     """
 
     def __init__(self, output_dir: str, model_name: str | None = None, dataset: str | None = None, task: str = "train",
-                 seed: int | None = None, overrides: Sequence[str] = (), quality=None, after_test: bool = True):
+                 seed: int | None = None, overrides: Sequence[str] = (), quality=None, after_test: bool = True,
+                 data: Mapping | None = None):
         self.output_dir = Path(output_dir)
         self.known = {"model": model_name, "dataset": dataset, "task": task, "seed": seed,
                       "overrides": list(overrides), "git_commit": git_commit()}
-        self.quality, self.after_test = quality, after_test
+        self.quality = hydra.utils.instantiate(quality) if isinstance(quality, Mapping) else quality
+        self.after_test = after_test
+        self.data = OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data) else data
         self.batch_seconds, self.batch_images = 0.0, 0
         self._batch_start = self._train_start = self._last_batch_end = None
         self.train_time_s: float | None = None
@@ -200,8 +205,9 @@ class RunRecord(pl.Callback):
         self._write(trainer, pl_module, datamodule, final=True)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        """Names for eval.py's record of this checkpoint (plain strings: loadable weights-only)."""
-        checkpoint["run_record"] = {"model": self.known["model"], "dataset": self.known["dataset"]}
+        """Names and the data config for eval.py (plain values: loadable weights-only). A model
+        that keeps only the data's shape in its hyper-parameters (the DCGAN) needs the latter."""
+        checkpoint["run_record"] = {"model": self.known["model"], "dataset": self.known["dataset"], "data": self.data}
 
     # ---- writing ----------------------------------------------------------------------------
     def measured(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
