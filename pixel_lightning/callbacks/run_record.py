@@ -239,7 +239,7 @@ class RunRecord(pl.Callback):
             return
         record = blank_record(**self.known, **self.measured(trainer, pl_module), status="running")
         if final:
-            if self.quality is not None:
+            if self.quality is not None and not trainer.fast_dev_run:  # a dev run checks code, measures nothing
                 with torch.inference_mode(False):  # the classifier may train here, inside the test loop
                     fields, samples = self.quality.evaluate(pl_module, datamodule)
                 record.update(fields)
