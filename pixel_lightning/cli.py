@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from pixel_lightning.callbacks.run_record import record_failure
 from pixel_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         hydra_cfg = HydraConfig.get()
         output_dir = Path(hydra_cfg.runtime.output_dir)
         write_failure(output_dir, message or traceback.format_exc())
+        record_failure(cfg, output_dir, message or f"{type(err).__name__}: {err}")
         if hydra_cfg.mode == RunMode.MULTIRUN:
             failed_jobs.append(str(output_dir))
             log.error("Job %s failed; see %s. The other jobs go on.", hydra_cfg.job.num, output_dir / "failure.txt")

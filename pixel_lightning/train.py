@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -11,6 +12,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
+from pixel_lightning.callbacks.run_record import RECORD_NAME, quality_line, read_record
 from pixel_lightning.checkpoint import check_fits, read_checkpoint
 from pixel_lightning.settings import check_setting
 
@@ -39,9 +41,18 @@ def check_settings(cfg: DictConfig) -> None:
         check_setting(cfg, key, "integer", 10, nullable=True)
     for key in NUMBER_SETTINGS:
         check_setting(cfg, key, "number", 10, nullable=True)
-    check_setting(cfg, "optimizer.lr", "number", 0.001, above=0)
+    if "optimizer" in cfg:  # eval.py's config has no optimizer and no `test`
+        check_setting(cfg, "optimizer.lr", "number", 0.001, above=0)
     for key in BOOLEAN_SETTINGS:
-        check_setting(cfg, key, "boolean", "true")
+        if key in cfg:
+            check_setting(cfg, key, "boolean", "true")
+
+
+def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
+    """The configured trainer with the `callbacks` and `logger` groups; returns it and the loggers."""
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
 
 
 def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
@@ -76,9 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer, loggers = make_trainer(cfg)
     weights_only = not cfg.trust_checkpoint
     try:
         for logger in loggers:
@@ -93,6 +102,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
             if trainer.is_global_zero:  # one line per run, not one per DDP process
                 report_test(metrics, best)
+        record = Path(cfg.paths.output_dir) / RECORD_NAME
+        if trainer.is_global_zero and record.is_file() and read_record(record)["status"] == "finished":
+            print(quality_line(read_record(record)), flush=True)
     except BaseException:
         finish_wandb(loggers, failed=True)
         raise
@@ -100,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def report_test(metrics: dict[str, float], checkpoint: str) -> None:
+def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:
     nll, bpd = metrics.get("test/nll", math.nan), metrics.get("test/bpd", math.nan)
-    source = f" (best checkpoint {checkpoint})" if checkpoint else ""
+    source = f" ({kind} {checkpoint})" if checkpoint else ""
     print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{source}", flush=True)

@@ -18,6 +18,7 @@ CACHES = {
     "WANDB_DATA_DIR": "wandb-data",
     "TORCHINDUCTOR_CACHE_DIR": "inductor",
     "TRITON_CACHE_DIR": "triton",
+    "PIXEL_CACHE_DIR": "pixel-lightning",  # the FID classifier, trained once per session
 }
 #: Environment variables that library calls under test set for the whole process.
 PROCESS_STATE = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")

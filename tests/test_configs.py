@@ -79,6 +79,23 @@ def test_sample_config_composes(tmp_path):
     assert cfg.mode == "sample" and cfg.trust_checkpoint is False
 
 
+@pytest.mark.parametrize("logger", ["wandb", "csv"])
+def test_eval_config_composes_the_training_groups_and_builds_its_record(logger, tmp_path):
+    cfg = compose_train(["ckpt_path=x.ckpt", "trainer=cpu", f"logger={logger}", "data.eval_batch_size=8"], tmp_path,
+                        config_name="eval")
+    assert cfg.trainer.accelerator == "cpu" and cfg.data.eval_batch_size == 8 and cfg.fid.num_samples > 0
+    assert cfg.callbacks.model_checkpoint is None and cfg.callbacks.sample_grid is None
+    record = hydra.utils.instantiate(cfg.callbacks.run_record)
+    assert record.after_test and record.known["task"] == "eval" and record.quality.num_samples == cfg.fid.num_samples
+
+
+@pytest.mark.parametrize("preset", ["compare_mnist", "compare_cifar10"])
+def test_comparison_presets_give_every_model_the_same_budget(preset, tmp_path):
+    budgets = {compose_train([f"experiment={preset}", f"model={model}"], tmp_path).trainer.max_time
+               for model in options("model")}
+    assert len(budgets) == 1 and budgets.pop() is not None
+
+
 def paper_presets(dataset: str) -> list[str]:
     return [name for name in options("experiment") if name.startswith(f"paper_{dataset}_")]
 

@@ -33,6 +33,7 @@ class SampleGrid(pl.Callback):
         self.num_samples, self.every_n_epochs = num_samples, every_n_epochs
         self.temperature, self.seed = temperature, seed
         self._last_step: int | None = None
+        self.last_path: Path | None = None  # of the last grid saved (read by the run record)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
@@ -50,7 +51,7 @@ class SampleGrid(pl.Callback):
         with torch.no_grad():  # sample() also switches to eval mode and back
             levels = pl_module.sample(self.num_samples, temperature=self.temperature, generator=generator)
         grid = make_grid(levels, pl_module.levels)
-        path = save_png(grid, self.dirpath / f"{name}.png")
+        path = self.last_path = save_png(grid, self.dirpath / f"{name}.png")
         log.info("Saved a sample grid to %s", path)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):

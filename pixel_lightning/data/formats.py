@@ -87,15 +87,18 @@ def read_amat(path: Path) -> np.ndarray:
     return (chars[digit] - ord("0")).reshape(-1, AMAT_PIXELS)
 
 
-def read_cifar_npz(path: Path) -> np.ndarray:
-    """One split of the npz layout (`x` uint8 (N, 32, 32, 3)), returned as (N, 3, 32, 32)."""
+def read_cifar_npz(path: Path, key: str = "x") -> np.ndarray:
+    """One split of the npz layout (`x` uint8 (N, 32, 32, 3)), returned as (N, 3, 32, 32); with
+    key="y", its labels (N,) int64 instead."""
     try:
         with np.load(path, allow_pickle=False) as archive:  # no pickles: npz must hold plain arrays
-            images = archive["x"]
+            images = archive[key]
     except KeyError:
-        raise corrupt(path, "it has no array named 'x'") from None
+        raise corrupt(path, f"it has no array named '{key}'") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise corrupt(path, f"it cannot be read as an npz archive ({exc})") from None
+    if key == "y":
+        return _checked_labels(images, path)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
         raise corrupt(path, f"its array 'x' is {images.dtype} {images.shape}, expected uint8 (N, 32, 32, 3)")
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
@@ -125,32 +128,49 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR-10 batch never does") from None
 
 
+def _checked_labels(labels: object, path: Path) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or labels.size == 0 or labels.min() < 0 or labels.max() > 9:
+        raise corrupt(path, "its labels are not a list of class numbers 0..9")
+    return labels.astype(np.int64)
+
+
+def _unpickle_batch(data: bytes, path: Path) -> object:
+    try:
+        return _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()  # Python 2 pickles
+    except Exception as exc:  # a damaged pickle fails in many ways (EOFError, ValueError, ...)
+        raise corrupt(path, f"it is not a valid CIFAR-10 pickle ({exc})") from None
+
+
+def read_cifar_batch_labels(data: bytes, path: Path) -> np.ndarray:
+    """The b'labels' (N,) int64 of one CIFAR-10 pickle batch."""
+    batch = _unpickle_batch(data, path)
+    return _checked_labels(batch.get(b"labels") if isinstance(batch, dict) else None, path)
+
+
 def read_cifar_batch(data: bytes, path: Path) -> np.ndarray:
     """One CIFAR-10 pickle batch (`path` names it in errors), as uint8 (N, 3, 32, 32).
 
     b'data' rows are the R, G, then B planes of 32x32 in row-major order, so a plain reshape
     gives channels-first images.
     """
-    try:
-        batch = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()  # Python 2 pickles
-    except Exception as exc:  # a damaged pickle fails in many ways (EOFError, ValueError, ...)
-        raise corrupt(path, f"it is not a valid CIFAR-10 pickle ({exc})") from None
+    batch = _unpickle_batch(data, path)
     images = batch.get(b"data") if isinstance(batch, dict) else None
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072:
         raise corrupt(path, "it has no uint8 (N, 3072) array under b'data'")
     return images.reshape(-1, *CIFAR_SHAPE)
 
 
-def read_cifar_pickles(source: Path, names: Iterable[str]) -> np.ndarray:
+def read_cifar_pickles(source: Path, names: Iterable[str], reader=read_cifar_batch) -> np.ndarray:
     """The named batches (e.g. data_batch_1..5) from `cifar-10-python.tar.gz` or from an extracted
     `cifar-10-batches-py/` folder, concatenated in the given order. The tarball is read in
-    place, never extracted.
+    place, never extracted. `reader=read_cifar_batch_labels` gives their labels instead.
     """
     names = list(names)
     if source.is_dir():
-        batches = {name: read_cifar_batch(_read_member_file(source / name), source / name) for name in names}
+        batches = {name: reader(_read_member_file(source / name), source / name) for name in names}
     else:
-        batches = _read_tar_batches(source, names)
+        batches = _read_tar_batches(source, names, reader)
     return np.concatenate([batches[name] for name in names])
 
 
@@ -166,7 +186,7 @@ def _read_member_file(path: Path) -> bytes:
         raise corrupt(path, f"it cannot be read ({exc})") from None
 
 
-def _read_tar_batches(tarball: Path, names: list[str]) -> dict[str, np.ndarray]:
+def _read_tar_batches(tarball: Path, names: list[str], reader) -> dict[str, np.ndarray]:
     """Decode the wanted members in one pass over the gzip stream (no seeking back)."""
     wanted = {f"{CIFAR_ARCHIVE_FOLDER}/{name}": name for name in names}
     batches: dict[str, np.ndarray] = {}
@@ -176,7 +196,7 @@ def _read_tar_batches(tarball: Path, names: list[str]) -> dict[str, np.ndarray]:
                 name = wanted.get(member.name)
                 if name is not None and member.isfile():
                     data = archive.extractfile(member).read()
-                    batches[name] = read_cifar_batch(data, tarball / member.name)
+                    batches[name] = reader(data, tarball / member.name)
                     if len(batches) == len(wanted):
                         break
     except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:

@@ -1,0 +1,320 @@
+"""The run record: what one training (or eval.py) run measured, as `<run>/record.json`.
+
+`python -m pixel_lightning.compare <folder>` turns the records under a folder into the
+comparison table, so every field is measured here, the same way for every model.
+
+Record contract: any LightningModule can be recorded and compared if it has
+  - `sample(n, temperature=..., generator=...)` returning integer levels (n, C, H, W) in
+    [0, levels - 1] (on any device; the record calls it under no_grad, in eval mode);
+  - `levels` (K, the number of levels per channel) and `image_shape` ((C, H, W));
+  - training batches that are image tensors (B, C, H, W), or sequences whose first item is one;
+  - a likelihood only if it logs `test/nll` (nats per image) and `test/bpd` (bits per
+    dimension) in its test epoch. A model without one (a GAN) logs neither, and its record holds
+    null for both: never a made-up number.
+
+Fields (RECORD_FIELDS; null when not measured):
+  model, dataset      the Hydra choices (`model=`, `data=`)
+  task                train or eval;  status: running, finished or failed (error: its one line)
+  params              parameter count
+  epochs, steps       passes over the training set (images trained on / training-set size)
+                      and optimizer steps done
+  train_time_s        wall time from the start of training to the end of its last batch (with
+                      validation and sample grids in between; without the final grid and test)
+  train_images_per_s  images / time spent in training batches only (forward, backward, step):
+                      no validation, sampling or checkpointing
+  test_nll, test_bpd  test NLL in nats per image and bits per dimension (the best checkpoint's)
+  sample_time_per_image_s, fid, fid_label, classifier_score
+                      from the `fid` node (evaluation/fid.py), on the same weights as the test
+  peak_memory_mb, peak_memory_kind
+                      cuda_max_allocated, or cpu_max_rss_growth (growth of the process's max RSS)
+  device, precision, seed, git_commit, sample_grid (path of the last sample grid, relative to
+                      the run folder: the scored samples when `quality` drew some),
+  overrides (the job's command-line overrides), wandb (project, group and mode of its W&B run)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.model_helpers import is_overridden
+
+from pixel_lightning.callbacks.sample_grid import SampleGrid
+from pixel_lightning.images import make_grid, save_png
+
+log = logging.getLogger(__name__)
+
+RECORD_FIELDS = (
+    "model", "dataset", "task", "status", "error", "params", "epochs", "steps", "train_time_s",
+    "train_images_per_s", "test_nll", "test_bpd", "sample_time_per_image_s", "fid", "fid_label",
+    "classifier_score", "peak_memory_mb", "peak_memory_kind", "device", "precision", "seed", "git_commit",
+    "sample_grid", "overrides", "wandb",
+)
+RECORD_NAME = "record.json"
+
+
+def blank_record(**known: Any) -> dict[str, Any]:
+    unknown = set(known) - set(RECORD_FIELDS)
+    if unknown:
+        raise ValueError(f"not record fields: {sorted(unknown)}")
+    return {field: known.get(field) for field in RECORD_FIELDS}
+
+
+def write_record(output_dir: str | Path, record: dict[str, Any]) -> Path:
+    """Write `<output_dir>/record.json` atomically (a crash never leaves half a record)."""
+    path = Path(output_dir) / RECORD_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    return blank_record() | json.loads(Path(path).read_text())
+
+
+def git_commit() -> str | None:
+    """The commit of the code that ran (with '-dirty' if it had uncommitted changes), if known."""
+    repo = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10, check=False)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def quality_line(record: dict[str, Any]) -> str:
+    """The sampling time and sample-quality scores of a record, as printed after a run."""
+    if record["fid"] is None:
+        return "Sample quality: not measured (fid.num_samples=0)"
+    classifier = record["fid_label"].split("(")[1].split(",")[0]
+    return (f"Sampling: {record['sample_time_per_image_s']:.4g} s/image; {record['fid_label']}: {record['fid']:.2f}; "
+            f"IS ({classifier}): {record['classifier_score']:.2f}")
+
+
+def record_failure(cfg: DictConfig, output_dir: str | Path, error: str) -> Path | None:
+    """After a failed job: mark its record (written so far, or a new one with what the config
+    says) failed with the error's one-line message. Only for jobs that record (train, eval)."""
+    spec = OmegaConf.select(cfg, "callbacks.run_record", throw_on_resolution_failure=False)
+    if not spec:
+        return None
+    path = Path(output_dir) / RECORD_NAME
+    record = read_record(path) if path.is_file() else blank_record()
+    for field, key in (("model", "model_name"), ("dataset", "dataset"), ("task", "task"), ("seed", "seed"),
+                       ("overrides", "overrides")):
+        if record[field] is None:  # the config may be what failed: take what resolves
+            value = OmegaConf.select(spec, key, throw_on_resolution_failure=False)
+            record[field] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    record.update(status="failed", error=" ".join(error.split()) or "unknown error")
+    return write_record(output_dir, record)
+
+
+class RunRecord(pl.Callback):
+    """Measures a run and writes `<output_dir>/record.json` (see the module docstring).
+
+    With `after_test` (train.py with test=true, eval.py) the record is completed at the end of
+    the test, on the weights that were tested; otherwise (or for a model without test_step) at
+    the end of training. A record with
+    status "running" is written at the end of training either way, so a crash in the test still
+    leaves the training measurements. The final record goes to every logger: W&B summary
+    (`record/<field>`) and a one-row W&B Table `run_record`; other loggers (CSV) as metrics.
+
+    Args:
+        output_dir: the run folder.
+        model_name, dataset: names for the table (the Hydra choices).
+        task: train or eval.  seed: the run's seed.  overrides: its command-line overrides.
+        quality: an evaluation.fid.SampleQuality, or its config (the `fid` node), or None.
+        after_test: complete the record at the end of the test (see above).
+        data: the data config, saved in checkpoints for eval.py.
+    """
+
+    def __init__(self, output_dir: str, model_name: str | None = None, dataset: str | None = None, task: str = "train",
+                 seed: int | None = None, overrides: Sequence[str] = (), quality=None, after_test: bool = True,
+                 data: Mapping | None = None):
+        self.output_dir = Path(output_dir)
+        self.known = {"model": model_name, "dataset": dataset, "task": task, "seed": seed,
+                      "overrides": list(overrides), "git_commit": git_commit()}
+        self.quality = hydra.utils.instantiate(quality) if isinstance(quality, Mapping) else quality
+        self.after_test = after_test
+        self.data = OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data) else data
+        self.batch_seconds, self.batch_images = 0.0, 0
+        self._batch_start = self._train_start = self._last_batch_end = None
+        self.train_time_s: float | None = None
+        self.epochs: float | None = None
+        self._memory_start: int | None = None
+        self._cuda = False
+
+    # ---- measuring --------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._memory_start is None:  # the first stage of the run (fit, or test in eval.py)
+            self._cuda = pl_module.device.type == "cuda" or trainer.strategy.root_device.type == "cuda"
+            if self._cuda:
+                torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
+            self._memory_start = 0 if self._cuda else reset_peak_rss()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._train_start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync()
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync()
+        self._last_batch_end = time.perf_counter()
+        self.batch_seconds += self._last_batch_end - self._batch_start
+        self.batch_images += len(batch if isinstance(batch, torch.Tensor) else batch[0])
+
+    def _sync(self) -> None:
+        if self._cuda:  # CUDA kernels run asynchronously: time them, not their launch
+            torch.cuda.synchronize()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.train_time_s = self._last_batch_end - self._train_start if self._last_batch_end else 0.0
+        self.epochs = _epochs(trainer, self.batch_images)  # the train dataloader is gone after the test
+        no_test = not is_overridden("test_step", pl_module)  # no likelihood to test (a GAN)
+        self._write(trainer, pl_module, trainer.datamodule, final=not self.after_test or no_test)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.after_test:
+            self.finish(trainer, pl_module, trainer.datamodule)
+
+    def finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> None:
+        """Complete the record (sample quality, status finished), write it and log it: at the end
+        of the test, or called by eval.py for a model that has no test."""
+        self.setup(trainer, pl_module, "test")  # a no-op unless nothing ran before (eval.py, no test)
+        self._write(trainer, pl_module, datamodule, final=True)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        """Names and the data config for eval.py (plain values: loadable weights-only). A model
+        that keeps only the data's shape in its hyper-parameters (the DCGAN) needs the latter."""
+        checkpoint["run_record"] = {"model": self.known["model"], "dataset": self.known["dataset"], "data": self.data}
+
+    # ---- writing ----------------------------------------------------------------------------
+    def measured(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = trainer.callback_metrics
+        if self._cuda:
+            peak, kind = torch.cuda.max_memory_allocated(trainer.strategy.root_device) / 2**20, "cuda_max_allocated"
+        else:
+            peak, kind = (peak_rss() - self._memory_start) / 2**20, "cpu_max_rss_growth"
+        trained = self._train_start is not None
+        return {
+            "params": sum(p.numel() for p in pl_module.parameters()),
+            "epochs": self.epochs,
+            "steps": trainer.global_step if trained else None,
+            "train_time_s": self.train_time_s,
+            "train_images_per_s": self.batch_images / self.batch_seconds if self.batch_seconds else None,
+            "test_nll": float(metrics["test/nll"]) if "test/nll" in metrics else None,
+            "test_bpd": float(metrics["test/bpd"]) if "test/bpd" in metrics else None,
+            "peak_memory_mb": peak,
+            "peak_memory_kind": kind,
+            "device": _device_name(trainer.strategy.root_device),
+            "precision": str(trainer.precision),
+            "sample_grid": next((_relative(c.last_path, self.output_dir) for c in trainer.callbacks
+                                 if isinstance(c, SampleGrid) and c.last_path), None),
+            "wandb": _wandb_run(trainer),
+        }
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule, final: bool) -> None:
+        if not trainer.is_global_zero:
+            return
+        record = blank_record(**self.known, **self.measured(trainer, pl_module), status="running")
+        if final:
+            if self.quality is not None and not trainer.fast_dev_run:  # a dev run checks code, measures nothing
+                with torch.inference_mode(False):  # the classifier may train here, inside the test loop
+                    fields, samples = self.quality.evaluate(pl_module, datamodule)
+                record.update(fields)
+                if samples is not None:  # the scored samples are the run's picture
+                    grid = make_grid(samples[:16], pl_module.levels)
+                    path = save_png(grid, self.output_dir / "samples" / "scored.png")
+                    record["sample_grid"] = _relative(path, self.output_dir)
+            record["status"] = "finished"
+        path = write_record(self.output_dir, record)
+        if final:
+            log.info("Wrote the run record %s", path)
+            log_record(trainer.loggers, record)
+
+
+def log_record(loggers, record: dict[str, Any]) -> None:
+    """W&B: summary `record/<field>` and a one-row Table `run_record`; other loggers: scalar fields as metrics."""
+    flat = {key: " ".join(value) if key == "overrides" else value for key, value in record.items()
+            if value is not None and key != "wandb"}
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary.update({f"record/{key}": value for key, value in flat.items()})
+            logger.log_table(key="run_record", columns=list(flat), data=[list(flat.values())])
+        else:
+            logger.log_metrics({f"record/{key}": value for key, value in flat.items()})
+            logger.save()
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> int:
+    """Reset the process's peak RSS where Linux allows it (so the loading of the data before
+    the run does not hide the run's own peak); returns the RSS to measure growth from, bytes."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # "5": reset the peak RSS (VmHWM)
+        return _proc_status_bytes("VmRSS")
+    except (OSError, TypeError):
+        return peak_rss()
+
+
+def peak_rss() -> int:
+    """Peak RSS of the process in bytes: VmHWM, or ru_maxrss (KiB on Linux) without /proc."""
+    return _proc_status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _epochs(trainer: pl.Trainer, images: int) -> float:
+    """Passes over the training set (fractional when a time budget stopped one midway)."""
+    try:
+        return images / len(trainer.train_dataloader.dataset)
+    except (AttributeError, TypeError):  # no sized dataset: count the epochs Lightning began
+        return float(trainer.fit_loop.epoch_progress.current.completed)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def _relative(path: Path, output_dir: Path) -> str:
+    """The path relative to the run folder when inside it, so records survive moving the folder."""
+    path, output_dir = Path(path).absolute(), output_dir.absolute()
+    return str(path.relative_to(output_dir)) if path.is_relative_to(output_dir) else str(path)
+
+
+def _wandb_run(trainer: pl.Trainer) -> dict | None:
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            run = logger.experiment
+            return {"project": run.project, "group": run.group or None, "mode": run.settings.mode}
+    return None
