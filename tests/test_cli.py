@@ -53,7 +53,7 @@ def test_smoke_training_prints_test_metrics_and_leaves_its_outputs(smoke_run):
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert len(list((out / "checkpoints").glob("epoch_*.ckpt"))) == 1
     grids = sorted((out / "samples").glob("*.png"))
-    assert [g.name for g in grids] == ["epoch_000.png"]
+    assert [g.name for g in grids] == ["epoch_000.png", "scored.png"]  # scored.png: the run record's samples
     assert Image.open(grids[0]).size == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)  # 4 samples, 2x2 grid, 2px padding
 
 
