@@ -8,6 +8,9 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning_fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
 from pixel_lightning.checkpoint import read_checkpoint
@@ -62,6 +65,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    refuse_relaunch_in_multirun(trainer)
+    log_setup(trainer, datamodule.batch_size)
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -71,10 +76,44 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
-            report_test(metrics, best)
+            if trainer.is_global_zero:
+                report_test(metrics, best)
     finally:
         finish_wandb(loggers)
     return metrics
+
+
+def refuse_relaunch_in_multirun(trainer: pl.Trainer) -> None:
+    """Lightning's DDP starts its other processes by re-running the command line. In a Hydra
+    multirun that command is the whole sweep (or, under a submitit launcher, submitit's own job
+    runner), so the workers would run other jobs or wait forever: refuse before anything starts.
+    Under SLURM the processes already exist (Lightning reads the ranks) and nothing is re-run."""
+    launcher = trainer.strategy.launcher
+    if not isinstance(launcher, _SubprocessScriptLauncher) or launcher.cluster_environment.creates_processes_externally:
+        return
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise UserError(
+            f"trainer.devices={trainer.num_devices} with {type(trainer.strategy).__name__} cannot run "
+            "inside a multirun (-m): Lightning starts its worker processes by re-running the command line, which "
+            "would re-run the whole sweep. Run each configuration as its own command without -m, sweep with "
+            "trainer.devices=1 (several jobs at once with hydra/launcher=submitit_local), or on a cluster use "
+            "hydra/launcher=slurm, where SLURM starts one process per device."
+        )
+
+
+def log_setup(trainer: pl.Trainer, batch_size: int) -> None:
+    """One line with what Lightning resolved from the trainer config (rank zero only)."""
+    if not trainer.is_global_zero:
+        return
+    processes = trainer.num_devices * trainer.num_nodes
+    accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+    strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
+    log.info(
+        "Setup: accelerator=%s devices=%d nodes=%d strategy=%s precision=%s batch=%d per device, %d global "
+        "(x %d processes x %d accumulated)", accelerator, trainer.num_devices, trainer.num_nodes, strategy,
+        trainer.precision, batch_size, batch_size * processes * trainer.accumulate_grad_batches, processes,
+        trainer.accumulate_grad_batches,
+    )
 
 
 def report_test(metrics: dict[str, float], checkpoint: str) -> None:
