@@ -60,6 +60,23 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: 
     return checkpoint
 
 
+#: What Lightning restores to continue a fit: weights, optimizer, schedulers, loops (epoch and step).
+TRAINER_STATE = ("state_dict", "optimizer_states", "lr_schedulers", "loops", "epoch", "global_step")
+
+
+def check_resumable(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse to resume from a readable checkpoint that lacks the trainer state (e.g. a weights-only
+    save or a file from another program), which Lightning would report with a KeyError."""
+    missing = [key for key in TRAINER_STATE if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"Checkpoint '{path}' cannot resume training: it lacks the trainer state ({', '.join(missing)}), so it "
+            "is a weights-only file or comes from another program. To continue a run pass the run's "
+            "checkpoints/last.ckpt (or an epoch_*.ckpt) written by train.py; to sample from these weights use "
+            "sample.py."
+        )
+
+
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
     return CheckpointError(
         f"Checkpoint '{path}' could not be read: it is truncated or corrupt ({type(err).__name__}: "

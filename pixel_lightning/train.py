@@ -11,9 +11,10 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning_fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pixel_lightning.checkpoint import read_checkpoint
+from pixel_lightning.callbacks.wandb_run_id import WANDB_RUN_ID
+from pixel_lightning.checkpoint import check_resumable, read_checkpoint
 from pixel_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,23 @@ def check_settings(cfg: DictConfig) -> None:
             raise UserError(f"{key} must be {kind} (or null), got {value!r}. Fix the override, e.g. {key}=10.")
 
 
+def prepare_resume(cfg: DictConfig) -> None:
+    """Before anything starts: fail with a clear message on a file that cannot resume a fit, and
+    point the W&B logger at the checkpoint's run, so the resumed job continues that run."""
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    check_resumable(checkpoint, cfg.ckpt_path)
+    continue_wandb_run(cfg, checkpoint.get(WANDB_RUN_ID))
+
+
+def continue_wandb_run(cfg: DictConfig, run_id: str | None) -> None:
+    """Set the W&B logger of `cfg` (if any) to resume the run `run_id` (its metrics continue at the
+    restored trainer/global_step)."""
+    for entry in (cfg.get("logger") or {}).values():
+        if run_id and entry and str(entry.get("_target_", "")).endswith("WandbLogger"):
+            with open_dict(entry):
+                entry.id, entry.resume = run_id, "allow"
+
+
 def finish_wandb(loggers: list[Any]) -> None:
     """Close the W&B run of this job, so multirun jobs each get their own complete run."""
     if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
@@ -58,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
-        read_checkpoint(cfg.ckpt_path)  # fail early, with a clear message, on a bad resume file
+        prepare_resume(cfg)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)

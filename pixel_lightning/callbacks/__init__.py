@@ -2,5 +2,6 @@
 
 from pixel_lightning.callbacks.rank_seed import RankSeed
 from pixel_lightning.callbacks.sample_grid import SampleGrid
+from pixel_lightning.callbacks.wandb_run_id import WandbRunId
 
-__all__ = ["RankSeed", "SampleGrid"]
+__all__ = ["RankSeed", "SampleGrid", "WandbRunId"]
