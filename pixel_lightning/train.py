@@ -10,8 +10,8 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning_fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from pixel_lightning.callbacks.wandb_run_id import WANDB_RUN_ID
 from pixel_lightning.checkpoint import check_resumable, read_checkpoint

@@ -115,3 +115,14 @@ def test_ddp_smoke_run_has_one_folder_one_wandb_run_and_writes_outputs_once(ddp_
     setup = (out / "train.log").read_text()
     assert "accelerator=cpu devices=2 nodes=1 strategy=DDP precision=32-true batch=16 per device, 32 global" in setup
     assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_multirun_with_ddp_is_refused_at_start_and_runs_nothing(tmp_path):
+    """Lightning's DDP would re-run the command line, i.e. the whole sweep, in its workers."""
+    result = run("train.py", "-m", "debug=smoke", "trainer=ddp_cpu", "logger=csv", "optimizer.lr=0.001,0.002",
+                 f"hydra.sweep.dir={tmp_path}", timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    for job in ("0", "1"):
+        message = (tmp_path / job / "failure.txt").read_text()
+        assert "cannot run inside a multirun" in message and "hydra/launcher=slurm" in message
+        assert not (tmp_path / job / "checkpoints").exists()
