@@ -5,6 +5,7 @@ and resuming. User mistakes must give a one-paragraph message and no traceback.
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,11 @@ def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
                  f"hydra.run.dir={tmp_path}/sample")
     assert_ok(result)
     assert np.load(tmp_path / "sample" / "samples.npy").shape == (2, 1, 28, 28)
+
+
+def test_without_a_terminal_progress_is_printed_as_plain_lines(smoke_run):
+    _, result = smoke_run  # stdout is a pipe here, as under SLURM or nohup
+    assert re.search(r"^epoch 1/1 step 1/5 loss \d+\.\d{4} \d+\.\d images/s ETA \d+:\d\d:\d\d$", result.stdout, re.M)
+    assert re.search(r"^epoch 1/1 step 5/5 loss \d+\.\d{4} \d+\.\d images/s ETA 0:00:00$", result.stdout, re.M)
+    assert re.search(r"^epoch 1/1 validation: val/bpd \d\.\d{4} val/nll \d+\.\d{4}$", result.stdout, re.M)
+    assert "it/s" not in result.stdout  # no Rich bar

@@ -126,3 +126,14 @@ def test_a_multirun_with_ddp_is_refused_at_start_and_runs_nothing(tmp_path):
         message = (tmp_path / job / "failure.txt").read_text()
         assert "cannot run inside a multirun" in message and "hydra/launcher=slurm" in message
         assert not (tmp_path / job / "checkpoints").exists()
+
+
+def test_progress_is_rich_on_a_terminal_and_plain_lines_otherwise(monkeypatch):
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    from pixel_lightning.callbacks import PlainProgress, progress_bar
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert isinstance(progress_bar(), RichProgressBar)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert isinstance(progress_bar(5), PlainProgress) and progress_bar(5).every_n_seconds == 5

@@ -1,7 +1,8 @@
 """Lightning callbacks of pixel-lightning (configured in `conf/callbacks/`)."""
 
+from pixel_lightning.callbacks.progress import PlainProgress, progress_bar
 from pixel_lightning.callbacks.rank_seed import RankSeed
 from pixel_lightning.callbacks.sample_grid import SampleGrid
 from pixel_lightning.callbacks.wandb_run_id import WandbRunId
 
-__all__ = ["RankSeed", "SampleGrid", "WandbRunId"]
+__all__ = ["PlainProgress", "progress_bar", "RankSeed", "SampleGrid", "WandbRunId"]
