@@ -36,8 +36,15 @@ def unique_run_dir(parent: str) -> str:
     return _claimed_run_dirs[parent]
 
 
+def path_name(path: str) -> str:
+    """The last part of a path, e.g. a sweep folder's `<date>_<time>` for a W&B group name."""
+    return Path(path).name
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("levels"):
         OmegaConf.register_new_resolver("levels", levels)
     if not OmegaConf.has_resolver("unique_run_dir"):
         OmegaConf.register_new_resolver("unique_run_dir", unique_run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("path_name"):
+        OmegaConf.register_new_resolver("path_name", path_name)

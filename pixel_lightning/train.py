@@ -134,6 +134,18 @@ def log_setup(trainer: pl.Trainer, batch_size: int) -> None:
     )
 
 
+def optimized_value(cfg: DictConfig, metrics: dict[str, float] | None) -> float | None:
+    """What the job returns to a sweeper: metrics[cfg.optimized_metric]. None when no metric is
+    named or the job failed (metrics None), which the Optuna sweeper records as a failed trial."""
+    name = cfg.get("optimized_metric")
+    if not name or metrics is None:
+        return None
+    if name not in metrics:
+        log.error("optimized_metric=%s was not logged; the job logged: %s", name, ", ".join(sorted(metrics)))
+        return None
+    return metrics[name]
+
+
 def report_test(metrics: dict[str, float], checkpoint: str) -> None:
     nll, bpd = metrics.get("test/nll", math.nan), metrics.get("test/bpd", math.nan)
     source = f" (best checkpoint {checkpoint})" if checkpoint else ""
