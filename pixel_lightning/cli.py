@@ -33,7 +33,8 @@ def user_error_message(err: BaseException) -> str | None:
     if isinstance(err, MissingMandatoryValue):
         return f"Missing a required setting: {err.full_key}. Pass it on the command line, e.g. {err.full_key}=<value>."
     if isinstance(err, OmegaConfBaseException):
-        return f"Invalid configuration: {str(err).splitlines()[0]}. Check the override for {getattr(err, 'full_key', '?')}."
+        key = getattr(err, "full_key", "?")
+        return f"Invalid configuration: {str(err).splitlines()[0]}. Check the override for {key}."
     if isinstance(err, InstantiationException):
         detail = " ".join(str(err).split())
         return f"Could not build an object from the config: {detail}. Check the overrides of that key."

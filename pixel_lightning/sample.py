@@ -62,7 +62,9 @@ def sample(cfg: DictConfig) -> Path:
         height = model.image_shape[1]
         observed = cfg.completion.observed_rows if cfg.completion.observed_rows is not None else height // 2
         if not 0 <= observed < height:
-            raise UserError(f"completion.observed_rows={observed} must be in [0, {height - 1}] for {height}-row images.")
+            raise UserError(
+                f"completion.observed_rows={observed} must be in [0, {height - 1}] for {height}-row images."
+            )
         originals = test_images(model, cfg.paths.data_dir, cfg.completion.num_images)
         levels = complete_grid(model, originals, observed, cfg.completion.samples_per_image, generator)
         nrow = cfg.completion.samples_per_image + 2

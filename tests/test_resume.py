@@ -2,7 +2,6 @@
 uninterrupted run ends, with the checkpoint's optimizer state and the same W&B run; files that
 cannot resume are refused with a message; runs never share a folder."""
 
-import os
 import signal
 from pathlib import Path
 

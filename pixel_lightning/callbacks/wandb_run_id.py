@@ -15,7 +15,9 @@ class WandbRunId(pl.Callback):
     """Writes the id of the job's W&B run into each checkpoint (nothing without a W&B logger).
     `train.py ckpt_path=<that checkpoint>` then logs into the same run, at the restored steps."""
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.version:
                 checkpoint[WANDB_RUN_ID] = logger.version

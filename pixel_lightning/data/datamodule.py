@@ -18,7 +18,7 @@ import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from pixel_lightning.data.download import Requirement, RemoteFile, ensure_present, md5_verifier
+from pixel_lightning.data.download import RemoteFile, Requirement, ensure_present, md5_verifier
 from pixel_lightning.data.formats import (
     CIFAR_ARCHIVE_FOLDER,
     corrupt,
