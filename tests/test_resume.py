@@ -54,6 +54,8 @@ def test_a_run_killed_mid_epoch_resumes_without_losing_a_step(tmp_path):
     for index, state in expected.items():  # Adam's step and moments are the checkpoint's
         for name in ("step", "exp_avg", "exp_avg_sq"):
             torch.testing.assert_close(probe["optimizer"]["state"][index][name], state[name], rtol=0, atol=0)
+    # the step and epoch-end checkpoints both keep last.ckpt current (no last-v1.ckpt beside it)
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").glob("last*")) == ["last.ckpt"]
     final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == EPOCHS * BATCHES and final["epoch"] == EPOCHS - 1  # as an uninterrupted run
 
