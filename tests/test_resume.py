@@ -69,7 +69,7 @@ def test_a_run_killed_mid_epoch_resumes_without_losing_a_step(tmp_path):
 def test_a_checkpoint_without_trainer_state_cannot_resume(tmp_path):
     path = tmp_path / "weights.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {}}, path)
-    with pytest.raises(CheckpointError, match=r"lacks the trainer state \(optimizer_states, lr_schedulers, loops"):
+    with pytest.raises(CheckpointError, match=r"lacks optimizer_states, lr_schedulers, loops"):
         check_resumable(read_checkpoint(path), path)
 
 
