@@ -67,6 +67,22 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: 
     return checkpoint
 
 
+#: What continuing a fit needs: the model's settings and weights, and what Lightning restores of the
+#: trainer (optimizer, schedulers, loops, epoch and step).
+RESUME_STATE = ("hyper_parameters", "state_dict", "optimizer_states", "lr_schedulers", "loops", "epoch", "global_step")
+
+
+def check_resumable(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse to resume from a readable checkpoint that lacks the trainer state (e.g. a weights-only
+    save or a file from another program), which Lightning would report with a KeyError."""
+    missing = [key for key in RESUME_STATE if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"Checkpoint '{path}' cannot resume training: it lacks {', '.join(missing)}, so it "
+            "is a weights-only file or comes from another program. To continue a run pass the run's "
+            "checkpoints/last.ckpt (or an epoch_*.ckpt) written by train.py; to sample from these weights use "
+            "sample.py."
+        )
 def _is_plain_pickle(path: Path) -> bool:
     """A pickle (PROTO opcode, protocol 2-5) that is not a zip archive."""
     with open(path, "rb") as f:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import datetime
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
 
@@ -10,6 +14,37 @@ def levels(bits: int, binarize: object = None) -> int:
     return 2 if binarize not in (None, False, "", "null") else 2 ** int(bits)
 
 
+#: parent folder -> the run folder this process claimed in it (Hydra resolves the path repeatedly).
+_claimed_run_dirs: dict[str, str] = {}
+
+
+def unique_run_dir(parent: str) -> str:
+    """`<parent>/<date>_<time>`, with `_1`, `_2`, ... appended when a run that started in the same
+    second already holds that name. The folder is claimed by creating it (mkdir is atomic), so two
+    processes never share one; within one process the same parent always gives the same folder."""
+    if parent not in _claimed_run_dirs:
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        for n in itertools.count():
+            candidate = Path(parent) / (stamp if n == 0 else f"{stamp}_{n}")
+            try:
+                candidate.mkdir()
+                break
+            except FileExistsError:
+                continue
+        _claimed_run_dirs[parent] = str(candidate)
+    return _claimed_run_dirs[parent]
+
+
+def path_name(path: str) -> str:
+    """The last part of a path, e.g. a sweep folder's `<date>_<time>` for a W&B group name."""
+    return Path(path).name
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("levels"):
         OmegaConf.register_new_resolver("levels", levels)
+    if not OmegaConf.has_resolver("unique_run_dir"):
+        OmegaConf.register_new_resolver("unique_run_dir", unique_run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("path_name"):
+        OmegaConf.register_new_resolver("path_name", path_name)

@@ -9,11 +9,16 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.run_record import RECORD_NAME, quality_line, read_record
-from pixel_lightning.checkpoint import check_fits, read_checkpoint
+from pixel_lightning.callbacks.wandb_run_id import WANDB_RUN_ID
+from pixel_lightning.checkpoint import check_fits, check_resumable, read_checkpoint
+from pixel_lightning.errors import UserError
 from pixel_lightning.settings import check_setting
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,23 @@ def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
 
 
+def prepare_resume(cfg: DictConfig) -> None:
+    """Before anything starts: refuse a file that cannot resume this fit (check_resume, then the
+    trainer state), and point the W&B logger at the checkpoint's run so the job continues it."""
+    checkpoint = check_resume(cfg)
+    check_resumable(checkpoint, cfg.ckpt_path)  # weights-only, or written by another program
+    continue_wandb_run(cfg, checkpoint.get(WANDB_RUN_ID))
+
+
+def continue_wandb_run(cfg: DictConfig, run_id: str | None) -> None:
+    """Set the W&B logger of `cfg` (if any) to resume the run `run_id` (its metrics continue at the
+    restored trainer/global_step)."""
+    for entry in (cfg.get("logger") or {}).values():
+        if run_id and entry and str(entry.get("_target_", "")).endswith("WandbLogger"):
+            with open_dict(entry):
+                entry.id, entry.resume = run_id, "allow"
+
+
 def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
     """Close the W&B run of this job, so multirun jobs each get their own complete run. A failed
     job exits its run with code 1, so the dashboard (and `wandb sync`) shows it as failed."""
@@ -64,17 +86,20 @@ def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
         wandb.finish(exit_code=1 if failed else 0)
 
 
-def check_resume(cfg: DictConfig) -> None:
+def check_resume(cfg: DictConfig) -> dict[str, Any]:
     """Fail before training, with a clear message, on a resume file that is unreadable, unsafe, or
-    was trained with another model or data than `cfg`."""
+    was trained with another model or data than `cfg`; return it."""
     checkpoint = read_checkpoint(cfg.ckpt_path, trust=cfg.trust_checkpoint)
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    compared = {key: value for key, value in model_cfg.items() if not key.startswith("_")}
-    check_fits(
-        checkpoint.get("hyper_parameters") or {}, compared, cfg.ckpt_path,
-        fix="Resume with the settings of the run that wrote it (its .hydra/config.yaml lists them), "
-        "or leave out ckpt_path to start a fresh run.",
-    )
+    if checkpoint.get("hyper_parameters") is not None:  # ours: another model or data is the clearest message
+        model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+        # model.compile is a speed switch, not part of what a checkpoint holds
+        compared = {key: value for key, value in model_cfg.items() if not key.startswith("_") and key != "compile"}
+        check_fits(
+            checkpoint["hyper_parameters"], compared, cfg.ckpt_path,
+            fix="Resume with the settings of the run that wrote it (its .hydra/config.yaml lists them), "
+            "or leave out ckpt_path to start a fresh run.",
+        )
+    return checkpoint
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -83,11 +108,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
-        check_resume(cfg)
+        prepare_resume(cfg)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     trainer, loggers = make_trainer(cfg)
+    refuse_relaunch_in_multirun(trainer)
+    log_setup(trainer, datamodule.batch_size)
     weights_only = not cfg.trust_checkpoint
     try:
         for logger in loggers:
@@ -110,6 +137,51 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise
     finish_wandb(loggers)
     return metrics
+
+
+def refuse_relaunch_in_multirun(trainer: pl.Trainer) -> None:
+    """Lightning's DDP starts its other processes by re-running the command line. In a Hydra
+    multirun that command is the whole sweep (or, under a submitit launcher, submitit's own job
+    runner), so the workers would run other jobs or wait forever: refuse before anything starts.
+    Under SLURM the processes already exist (Lightning reads the ranks) and nothing is re-run."""
+    launcher = trainer.strategy.launcher
+    if not isinstance(launcher, _SubprocessScriptLauncher) or launcher.cluster_environment.creates_processes_externally:
+        return
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise UserError(
+            f"trainer.devices={trainer.num_devices} with {type(trainer.strategy).__name__} cannot run "
+            "inside a multirun (-m): Lightning starts its worker processes by re-running the command line, which "
+            "would re-run the whole sweep. Run each configuration as its own command without -m, sweep with "
+            "trainer.devices=1 (several jobs at once with hydra/launcher=submitit_local), or on a cluster use "
+            "hydra/launcher=slurm, where SLURM starts one process per device."
+        )
+
+
+def log_setup(trainer: pl.Trainer, batch_size: int) -> None:
+    """One line with what Lightning resolved from the trainer config (rank zero only)."""
+    if not trainer.is_global_zero:
+        return
+    processes = trainer.num_devices * trainer.num_nodes
+    accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+    strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
+    log.info(
+        "Setup: accelerator=%s devices=%d nodes=%d strategy=%s precision=%s batch=%d per device, %d global "
+        "(x %d processes x %d accumulated)", accelerator, trainer.num_devices, trainer.num_nodes, strategy,
+        trainer.precision, batch_size, batch_size * processes * trainer.accumulate_grad_batches, processes,
+        trainer.accumulate_grad_batches,
+    )
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, float] | None) -> float | None:
+    """What the job returns to a sweeper: metrics[cfg.optimized_metric]. None when no metric is
+    named or the job failed (metrics None), which the Optuna sweeper records as a failed trial."""
+    name = cfg.get("optimized_metric")
+    if not name or metrics is None:
+        return None
+    if name not in metrics:
+        log.error("optimized_metric=%s was not logged; the job logged: %s", name, ", ".join(sorted(metrics)))
+        return None
+    return metrics[name]
 
 
 def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:

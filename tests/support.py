@@ -21,7 +21,9 @@ requires_data = pytest.mark.skipif(
 )
 
 
-def tiny_model(channels: int = 1, levels: int = 2, height: int = 4, width: int = 4, arch: str = "pixelcnn.PixelCNN", **net):
+def tiny_model(
+    channels: int = 1, levels: int = 2, height: int = 4, width: int = 4, arch: str = "pixelcnn.PixelCNN", **net
+):
     """A small AutoregressiveImageModel for unit tests."""
     from pixel_lightning.models import AutoregressiveImageModel
 

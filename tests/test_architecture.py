@@ -6,8 +6,8 @@ from __future__ import annotations
 import hydra
 import pytest
 import torch
-from test_configs import compose_train, one_training_step, paper_presets
 from support import requires_data
+from test_configs import compose_train, one_training_step, paper_presets
 
 from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM
 from pixel_lightning.models.layers import MaskedConv2d, OutputStack

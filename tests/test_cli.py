@@ -6,6 +6,7 @@ and resuming. User mistakes must give a one-paragraph message and no traceback.
 
 import fractions
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,8 @@ def test_a_failing_multirun_job_is_recorded_and_the_others_finish(tmp_path):
 
 @requires_data
 @pytest.mark.parametrize(
-    "model", ["row_lstm", "diagonal_bilstm", pytest.param("spatial_lstm", marks=pytest.mark.slow)]  # minutes: naive sampling
+    # spatial_lstm takes minutes: naive sampling
+    "model", ["row_lstm", "diagonal_bilstm", pytest.param("spatial_lstm", marks=pytest.mark.slow)]
 )
 def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
     result = run("train.py", "debug=smoke", f"model={model}", "logger=csv", f"hydra.run.dir={tmp_path}/train")
@@ -183,6 +185,14 @@ def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
                  f"hydra.run.dir={tmp_path}/sample")
     assert_ok(result)
     assert np.load(tmp_path / "sample" / "samples.npy").shape == (2, 1, 28, 28)
+
+
+def test_without_a_terminal_progress_is_printed_as_plain_lines(smoke_run):
+    _, result = smoke_run  # stdout is a pipe here, as under SLURM or nohup
+    assert re.search(r"^epoch 1/1 step 1/5 loss \d+\.\d{4} \d+\.\d images/s ETA \d+:\d\d:\d\d$", result.stdout, re.M)
+    assert re.search(r"^epoch 1/1 step 5/5 loss \d+\.\d{4} \d+\.\d images/s ETA 0:00:00$", result.stdout, re.M)
+    assert re.search(r"^epoch 1/1 validation: val/bpd \d\.\d{4} val/nll \d+\.\d{4}$", result.stdout, re.M)
+    assert "it/s" not in result.stdout  # no Rich bar
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ LABEL = "FID (mnist-2level-cnn, test acc 96.0%)"
 
 
 def make_run(folder, name, grid_level=None, **fields):
-    record = blank_record(**{"model": name, "dataset": "binarized_mnist", "task": "train", "status": "finished"} | fields)
+    identity = {"model": name, "dataset": "binarized_mnist", "task": "train", "status": "finished"}
+    record = blank_record(**identity | fields)
     if grid_level is not None:
         import torch
 

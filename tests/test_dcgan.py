@@ -104,7 +104,9 @@ def test_one_step_changes_the_generator_and_the_discriminator(data):
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     fit_steps(model, data)
     for net in ("generator", "discriminator"):
-        changed = [name for name, p in model.named_parameters() if name.startswith(net) and not torch.equal(p, before[name])]
+        changed = [
+            name for name, p in model.named_parameters() if name.startswith(net) and not torch.equal(p, before[name])
+        ]
         assert len(changed) == sum(1 for name in before if name.startswith(net)), f"{net}: not every weight moved"
 
 

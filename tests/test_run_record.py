@@ -51,7 +51,8 @@ class IndependentPixels(pl.LightningModule):
 class RandomImages(pl.LightningDataModule):
     def __init__(self, count=32, batch_size=8):
         super().__init__()
-        self.images = torch.randint(0, 2, (count, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 2, (count, 1, 4, 4), dtype=torch.uint8, generator=generator)
         self.batch_size = batch_size
 
     def train_dataloader(self):

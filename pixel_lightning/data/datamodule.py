@@ -14,9 +14,11 @@ from typing import ClassVar
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from pixel_lightning.data.download import Requirement, RemoteFile, ensure_present, md5_verifier
+from pixel_lightning.data.download import RemoteFile, Requirement, ensure_present, md5_verifier
 from pixel_lightning.data.formats import (
     CIFAR_ARCHIVE_FOLDER,
     corrupt,
@@ -75,6 +77,16 @@ def split_train_val(images: np.ndarray, val_size: int, seed: int) -> tuple[np.nd
     """A fixed-seed random validation split; both parts keep the file's order."""
     order = np.random.default_rng(seed).permutation(len(images))
     return images[np.sort(order[val_size:])], images[np.sort(order[:val_size])]
+
+
+def unpadded_shard_sampler(dataset: Dataset) -> UnrepeatedDistributedSampler | None:
+    """Under DDP, give each process every world_size-th image of an evaluation split, padding
+    nothing: Lightning's default DistributedSampler repeats images to even out the shards, which
+    would count them twice in val/test NLL. Lightning keeps a DistributedSampler it is given.
+    None (a plain sequential loader) in a single process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -167,10 +179,12 @@ class ImageDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
+        sampler = None if shuffle else unpadded_shard_sampler(dataset)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

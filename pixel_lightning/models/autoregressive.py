@@ -48,9 +48,13 @@ class AutoregressiveImageModel(pl.LightningModule):
         optimizer: hydra config of a torch optimizer, without `params`.
         data: the data config; only channels, height, width and levels are read.
         scheduler: optional hydra config of an LR scheduler, stepped once per epoch.
+        compile: run the net through torch.compile (in place: checkpoints keep their keys and
+            load uncompiled). A speed switch only, so not saved with the hyper-parameters.
     """
 
-    def __init__(self, net: Mapping, optimizer: Mapping, data: Mapping, scheduler: Mapping | None = None):
+    def __init__(
+        self, net: Mapping, optimizer: Mapping, data: Mapping, scheduler: Mapping | None = None, compile: bool = False
+    ):
         super().__init__()
         data = _plain(data)
         self.save_hyperparameters(
@@ -62,6 +66,8 @@ class AutoregressiveImageModel(pl.LightningModule):
             }
         )
         self.net = hydra.utils.instantiate(self.hparams.net)
+        if compile:
+            self.net.compile()
         self.image_shape = (int(data["channels"]), int(data["height"]), int(data["width"]))
         self.levels = int(data["levels"])
         self.dims = math.prod(self.image_shape)
@@ -84,6 +90,7 @@ class AutoregressiveImageModel(pl.LightningModule):
     def log_prob(self, levels: torch.Tensor) -> torch.Tensor:
         """log p(x) in nats for integer images (B, C, H, W) -> (B,)."""
         logits = self.logits(levels)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # >= float32 likelihoods under bf16
         if self.levels == 2:
             nll = F.binary_cross_entropy_with_logits(logits, levels.to(logits.dtype), reduction="none")
         else:

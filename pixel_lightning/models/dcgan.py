@@ -183,7 +183,9 @@ class DCGAN(pl.LightningModule):
         losses = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
         self.log_dict({f"train/{name}": value for name, value in losses.items()}, prog_bar=True)
         # D(x) and D(G(z)): the discriminator's mean belief that real and fake images are real.
-        self.log_dict({"train/d_real": torch.sigmoid(real_logits).mean(), "train/d_fake": torch.sigmoid(fake_logits).mean()})
+        self.log_dict(
+            {"train/d_real": torch.sigmoid(real_logits).mean(), "train/d_fake": torch.sigmoid(fake_logits).mean()}
+        )
         return losses
 
     def stop_if_diverged(self, **losses: torch.Tensor) -> None:

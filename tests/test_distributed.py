@@ -1,0 +1,139 @@
+"""DDP over gloo on the CPU: exact metrics on 1 and 2 processes, rank-zero outputs, per-rank
+seeds, and `train.py trainer=ddp_cpu` end to end (one folder, one W&B run, outputs written once)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from ddp_eval import CASES, evaluate, images
+from support import REPO, requires_data, tiny_model, wandb_logged
+from test_checkpoint import model_checkpoint
+from test_cli import assert_ok, run
+
+from pixel_lightning.callbacks import RankSeed, SampleGrid
+from pixel_lightning.checkpoint import AtomicCheckpointIO, load_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ddp") / "model.ckpt"
+    AtomicCheckpointIO().save_checkpoint(model_checkpoint(tiny_model()), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_process_results(checkpoint, tmp_path_factory):
+    """tests/ddp_eval.py on 2 processes (one subprocess; Lightning starts the second)."""
+    out = tmp_path_factory.mktemp("ddp") / "results.json"
+    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "ddp_eval.py"), str(checkpoint), "2", str(out)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return json.loads(out.read_text())
+
+
+def test_val_and_test_nll_are_exact_on_one_and_two_processes(checkpoint, two_process_results):
+    """Splits of 7, 5 and 32 images with eval batches that do not divide them: each metric is the
+    mean of -log_prob over exactly the split's images (no padded repeats), on 1 process and on 2."""
+    model = load_model(checkpoint)
+    one_process = evaluate(str(checkpoint), devices=1)
+    for case, (stage, count, _) in CASES.items():
+        with torch.no_grad():
+            nll = -model.log_prob(images(count)).double().mean().item()
+        for results in (one_process, two_process_results):
+            assert results[case][f"{stage}/nll"] == pytest.approx(nll, abs=1e-5), case
+            assert results[case][f"{stage}/bpd"] == pytest.approx(nll / (16 * math.log(2)), abs=1e-6), case
+        assert two_process_results[case][f"{stage}/nll"] == pytest.approx(one_process[case][f"{stage}/nll"], abs=1e-5)
+
+
+class StubTrainer:
+    def __init__(self, is_global_zero: bool, world_size: int = 2, global_rank: int = 0):
+        self.is_global_zero, self.world_size, self.global_rank = is_global_zero, world_size, global_rank
+        self.current_epoch, self.global_step = 0, 7
+        self.logged = []
+        self.loggers = [self]
+
+    def log_image(self, **kwargs):
+        self.logged.append(kwargs)
+
+
+@pytest.mark.parametrize("is_global_zero", [True, False])
+def test_sample_grid_samples_writes_and_logs_only_on_rank_zero(is_global_zero, tmp_path, monkeypatch):
+    model = tiny_model()
+    calls = []
+    monkeypatch.setattr(model, "sample", lambda *args, **kwargs: calls.append(args) or torch.zeros(1, 1, 4, 4))
+    trainer = StubTrainer(is_global_zero)
+    grid = SampleGrid(str(tmp_path / "samples"), num_samples=1)
+    grid.on_train_epoch_end(trainer, model)
+    grid.on_train_end(trainer, model)
+    written = sorted(p.name for p in tmp_path.rglob("*.png"))
+    if is_global_zero:
+        assert len(calls) == 1 and written == ["epoch_000.png"] and len(trainer.logged) == 1
+    else:
+        assert calls == [] and written == [] and trainer.logged == []
+
+
+def test_rank_seed_gives_each_process_its_own_stream():
+    draws = []
+    for rank in (0, 1, 0):
+        RankSeed(seed=5).setup(StubTrainer(rank == 0, world_size=2, global_rank=rank), None, "fit")
+        draws.append(torch.rand(3))
+    assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
+    torch.manual_seed(9)
+    expected = torch.rand(3)
+    torch.manual_seed(9)
+    RankSeed(seed=5).setup(StubTrainer(True, world_size=1), None, "fit")  # one process: the plain seed stays
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.fixture(scope="module")
+def ddp_smoke_run(tmp_path_factory):
+    """`python train.py debug=smoke trainer=ddp_cpu` with the default run folder under a fresh log dir."""
+    logs = tmp_path_factory.mktemp("ddp_logs")
+    result = run("train.py", "debug=smoke", "trainer=ddp_cpu", "callbacks.sample_grid.num_samples=1",
+                 f"paths.log_dir={logs}", env={"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+    assert_ok(result)
+    return logs, result
+
+
+@requires_data
+def test_ddp_smoke_run_has_one_folder_one_wandb_run_and_writes_outputs_once(ddp_smoke_run):
+    logs, result = ddp_smoke_run
+    (out,) = list((logs / "train" / "runs").iterdir())  # the worker process made no folder of its own
+    assert sorted(p.name for p in out.glob("*.log")) == ["train.log"]  # no log file from rank 1
+    assert [p.name for p in (out / "samples").iterdir()] == ["epoch_000.png"]
+    (wandb_run,) = list((out / "wandb").glob("offline-run-*"))
+    assert len(list((wandb_run / "files" / "media" / "images").glob("samples_*.png"))) == 1
+    logged = wandb_logged(wandb_run)
+    assert logged["exited"] and {"val/nll", "test/nll"} <= logged["history"]
+    assert result.stdout.count("Test NLL:") == 1
+    setup = (out / "train.log").read_text()
+    assert "accelerator=cpu devices=2 nodes=1 strategy=DDP precision=32-true batch=16 per device, 32 global" in setup
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_multirun_with_ddp_is_refused_at_start_and_runs_nothing(tmp_path):
+    """Lightning's DDP would re-run the command line, i.e. the whole sweep, in its workers."""
+    result = run("train.py", "-m", "debug=smoke", "trainer=ddp_cpu", "logger=csv", "optimizer.lr=0.001,0.002",
+                 f"hydra.sweep.dir={tmp_path}", timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    for job in ("0", "1"):
+        message = (tmp_path / job / "failure.txt").read_text()
+        assert "cannot run inside a multirun" in message and "hydra/launcher=slurm" in message
+        assert not (tmp_path / job / "checkpoints").exists()
+
+
+def test_progress_is_rich_on_a_terminal_and_plain_lines_otherwise(monkeypatch):
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    from pixel_lightning.callbacks import PlainProgress, progress_bar
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert isinstance(progress_bar(), RichProgressBar)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert isinstance(progress_bar(5), PlainProgress) and progress_bar(5).every_n_seconds == 5

@@ -1,0 +1,101 @@
+"""Resuming loses nothing: a run SIGKILLed mid-epoch and resumed from last.ckpt ends where an
+uninterrupted run ends, with the checkpoint's optimizer state and the same W&B run; files that
+cannot resume are refused with a message; runs never share a folder."""
+
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from support import REPO, requires_data, wandb_records
+from test_cli import assert_ok, assert_user_error, run
+
+from pixel_lightning.checkpoint import check_resumable, read_checkpoint
+from pixel_lightning.config import unique_run_dir
+from pixel_lightning.errors import CheckpointError
+
+EPOCHS, BATCHES, EVERY = 2, 4, 2  # 8 steps in all; last.ckpt every 2 steps and at each epoch end
+
+
+def train_with_probe(out: Path, probe: Path, *extra: str):
+    return run("train.py", "debug=smoke", f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}",
+               "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "test=false",
+               "~callbacks.sample_grid", f"callbacks.step_checkpoint.every_n_train_steps={EVERY}",
+               "+callbacks.probe._target_=probes.FitProbe", f"+callbacks.probe.path={probe}",
+               f"hydra.run.dir={out}", *extra,
+               env={"WANDB_MODE": "offline", "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"})
+
+
+def wandb_run(out: Path) -> tuple[str, list[int]]:
+    """(run id, trainer/global_step values logged) of the job's single offline W&B run."""
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    steps = []
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") == "history":
+            steps += [int(item.value_json) for item in record.history.item
+                      if "/".join(item.nested_key) == "trainer/global_step"]
+    return run_dir.name.rsplit("-", 1)[1], steps
+
+
+@requires_data
+def test_a_run_killed_mid_epoch_resumes_without_losing_a_step(tmp_path):
+    killed = train_with_probe(tmp_path / "killed", tmp_path / "killed.pt", "+callbacks.probe.kill_at_step=7")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 6 and saved["epoch"] == 1  # the step checkpoint in the middle of epoch 1
+
+    resumed = train_with_probe(tmp_path / "resumed", tmp_path / "resumed.pt", f"ckpt_path={last}")
+    assert_ok(resumed)
+    probe = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    assert probe["start_step"] == 6 and probe["batches"] == EPOCHS * BATCHES - 6  # only the remaining batches
+    expected = saved["optimizer_states"][0]["state"]
+    assert expected and probe["optimizer"]["state"].keys() == expected.keys()
+    for index, state in expected.items():  # Adam's step and moments are the checkpoint's
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(probe["optimizer"]["state"][index][name], state[name], rtol=0, atol=0)
+    # the step and epoch-end checkpoints both keep last.ckpt current (no last-v1.ckpt beside it)
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").glob("last*")) == ["last.ckpt"]
+    final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == EPOCHS * BATCHES and final["epoch"] == EPOCHS - 1  # as an uninterrupted run
+
+    killed_id, _ = wandb_run(tmp_path / "killed")  # its history may be cut short by the kill
+    resumed_id, resumed_steps = wandb_run(tmp_path / "resumed")
+    assert resumed_id == killed_id and saved["wandb_run_id"] == killed_id
+    # metrics continue at the restored step (Lightning logs a batch's metrics at the step before it)
+    assert min(resumed_steps) == 6 and max(resumed_steps) == EPOCHS * BATCHES - 1
+
+
+def test_a_checkpoint_without_trainer_state_cannot_resume(tmp_path):
+    path = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {}}, path)
+    with pytest.raises(CheckpointError, match=r"lacks optimizer_states, lr_schedulers, loops"):
+        check_resumable(read_checkpoint(path), path)
+
+
+@requires_data
+def test_resuming_from_a_foreign_checkpoint_is_a_user_error(tmp_path):
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    assert_user_error(run("train.py", f"ckpt_path={foreign}", "logger=csv", f"hydra.run.dir={tmp_path}/run"),
+                      "cannot resume training", "last.ckpt")
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    from pixel_lightning import config
+
+    class FrozenClock:
+        @staticmethod
+        def now():
+            from datetime import datetime
+
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(config, "datetime", FrozenClock)
+    folders = []
+    for _ in range(3):  # three processes: each starts with nothing claimed
+        monkeypatch.setattr(config, "_claimed_run_dirs", {})
+        folders.append(Path(unique_run_dir(str(tmp_path))))
+    assert [f.name for f in folders] == ["2026-01-02_03-04-05", "2026-01-02_03-04-05_1", "2026-01-02_03-04-05_2"]
+    assert all(f.is_dir() for f in folders)
+    assert unique_run_dir(str(tmp_path)) == str(folders[-1])  # the same process asks again: the same folder

@@ -1,0 +1,106 @@
+"""Sweeps and launchers: an Optuna study through train.py (a failed trial does not stop it), a
+submitit_local multirun whose jobs run side by side, and the SLURM launcher's settings."""
+
+import math
+import re
+from datetime import datetime
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from support import requires_data, wandb_logged, wandb_records
+from test_cli import run
+from test_configs import CONF
+
+
+def wandb_run_group_and_tags(job_dir):
+    (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") == "run":
+            return record.run.run_group, set(record.run.tags), run_dir
+
+
+@requires_data
+def test_an_optuna_study_records_a_failed_trial_and_goes_on(tmp_path):
+    # RandomSampler(seed=10) draws lr=-1 (refused at start) for trial 0, then lr=0.001
+    result = run("train.py", "-m", "debug=smoke", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                 "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=10", "optimizer.lr=choice(-1.0,0.001)",
+                 "model.net.hidden=8", "model.net.layers=2", "trainer.limit_train_batches=2", "test=false",
+                 "callbacks.sample_grid.num_samples=1", f"hydra.sweep.dir={tmp_path}", env={"WANDB_MODE": "offline"})
+    assert result.returncode == 1 and "1 job(s) failed" in result.stderr, result.stderr[-3000:]
+    assert "optimizer.lr must be a number above 0" in (tmp_path / "0" / "failure.txt").read_text()
+    assert "Failed experiment" in result.stdout + result.stderr  # told to Optuna as a failed trial
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"optimizer.lr": 0.001}
+    assert not (tmp_path / "0" / "wandb").exists()  # the failed trial stopped before its W&B run
+    group, tags, run_dir = wandb_run_group_and_tags(tmp_path / "1")
+    assert group == f"optuna-{tmp_path.name}" and "pixelcnn" in tags  # the sweep's group, the model's tag
+    # the value Optuna got is the job's last validation bits/dim
+    assert best["best_value"] == pytest.approx(float(wandb_logged(run_dir)["summary"]["val/bpd"]), rel=1e-6)
+    assert math.isfinite(best["best_value"])
+
+
+def first_and_last_log_time(job_dir):
+    stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\]", (job_dir / "train.log").read_text(), re.M)
+    return datetime.fromisoformat(stamps[0]), datetime.fromisoformat(stamps[-1])
+
+
+@requires_data
+def test_submitit_local_runs_the_jobs_of_a_multirun_side_by_side(tmp_path):
+    result = run("train.py", "-m", "hydra/launcher=submitit_local", "debug=smoke", "logger=csv",
+                 "callbacks.sample_grid.num_samples=1", "optimizer.lr=0.001,0.002", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    spans = []
+    for job in ("0", "1"):
+        assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
+        assert (tmp_path / job / "samples" / "epoch_000.png").is_file()
+        spans.append(first_and_last_log_time(tmp_path / job))
+    (start0, end0), (start1, end1) = spans
+    assert start1 <= end0 and start0 <= end1, f"the jobs ran one after the other: {spans}"
+    assert len(list((tmp_path / ".submitit").glob("*/*_result.pkl"))) == 2  # one submitit process per job
+
+
+def test_the_slurm_launcher_asks_one_task_per_device_and_lightning_reads_the_ranks(monkeypatch):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "trainer=multinode", "trainer.devices=4", "trainer.num_nodes=3",
+            "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=60"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (3, 4, 4)
+    assert (launcher.partition, launcher.timeout_min) == ("gpu", 60)
+
+    # SLURM's variables for task 6 of 12 (node 1, local rank 2): Lightning takes its ranks from them
+    # and starts no process of its own (CPU stands in for the GPUs here).
+    import pytorch_lightning as pl
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+    from pytorch_lightning.strategies import DDPStrategy
+
+    for name, value in {"SLURM_NTASKS": "12", "SLURM_NTASKS_PER_NODE": "4", "SLURM_PROCID": "6",
+                        "SLURM_LOCALID": "2", "SLURM_NODEID": "1", "SLURM_JOB_NAME": "train",
+                        "SLURM_NODELIST": "node[1-3]", "SLURM_JOB_ID": "1"}.items():
+        monkeypatch.setenv(name, value)
+    trainer = pl.Trainer(accelerator="cpu", devices=4, num_nodes=3, strategy=DDPStrategy(), logger=False)
+    environment = trainer.strategy.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and environment.creates_processes_externally
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (6, 2, 1, 12)
+
+
+def test_the_optuna_search_composes_over_lr_width_and_depth():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    assert cfg.optimized_metric == "val/bpd" and cfg.hydra.sweeper.direction == "minimize"
+    assert set(cfg.hydra.sweeper.params) == {"optimizer.lr", "model.net.hidden", "model.net.layers"}
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+
+
+def test_the_job_returns_the_optimized_metric():
+    from omegaconf import OmegaConf
+
+    from pixel_lightning.train import optimized_value
+
+    cfg = OmegaConf.create({"optimized_metric": "val/bpd"})
+    assert optimized_value(cfg, {"val/bpd": 0.5, "val/nll": 9.0}) == 0.5
+    assert optimized_value(cfg, None) is None  # a failed job: Optuna records a failed trial
+    assert optimized_value(cfg, {"val/nll": 9.0}) is None
+    assert optimized_value(OmegaConf.create({"optimized_metric": None}), {"val/bpd": 0.5}) is None
