@@ -106,7 +106,8 @@ def test_ddp_smoke_run_has_one_folder_one_wandb_run_and_writes_outputs_once(ddp_
     logs, result = ddp_smoke_run
     (out,) = list((logs / "train" / "runs").iterdir())  # the worker process made no folder of its own
     assert sorted(p.name for p in out.glob("*.log")) == ["train.log"]  # no log file from rank 1
-    assert [p.name for p in (out / "samples").iterdir()] == ["epoch_000.png"]
+    # the sample grid and the grid of the samples the run record scored, each written once
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_000.png", "scored.png"]
     (wandb_run,) = list((out / "wandb").glob("offline-run-*"))
     assert len(list((wandb_run / "files" / "media" / "images").glob("samples_*.png"))) == 1
     logged = wandb_logged(wandb_run)

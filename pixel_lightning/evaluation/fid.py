@@ -41,8 +41,11 @@ def real_subset(dataset, count: int) -> torch.Tensor:
 
 
 def frechet_metric(net: FeatureNet) -> FrechetInceptionDistance:
-    """FrechetInceptionDistance on `net`'s features (images given as floats in [0, 1])."""
-    return FrechetInceptionDistance(feature=net, reset_real_features=False)
+    """FrechetInceptionDistance on `net`'s features (images given as floats in [0, 1]).
+
+    The score is computed by one process (rank zero under DDP) on the samples it drew itself, so
+    the metric must not wait for the other processes to sync states they never had."""
+    return FrechetInceptionDistance(feature=net, reset_real_features=False, sync_on_compute=False)
 
 
 @torch.no_grad()
