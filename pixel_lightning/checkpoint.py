@@ -105,9 +105,13 @@ MODULES = {"autoregressive": "AutoregressiveImageModel", "dcgan": "DCGAN"}
 
 def load_model(path: str | os.PathLike, trust: bool = False, map_location: Any = "cpu"):
     """Rebuild the model (an AutoregressiveImageModel or a DCGAN) of a checkpoint written by train.py."""
+    return model_from_checkpoint(read_checkpoint(path, trust, map_location), path, trust)
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike, trust: bool = False):
+    """The model of a checkpoint dict already read from `path` (named in messages); see load_model."""
     from pixel_lightning import models
 
-    checkpoint = read_checkpoint(path, trust, map_location)
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
     name = hparams.get("module", "autoregressive") if isinstance(hparams, dict) else None
     known = isinstance(name, str) and name in MODULES and (name != "autoregressive" or "net" in hparams)

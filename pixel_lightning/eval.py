@@ -11,10 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.run_record import RECORD_NAME, RunRecord, quality_line, read_record
-from pixel_lightning.checkpoint import load_model, read_checkpoint
+from pixel_lightning.checkpoint import model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import CheckpointError
 from pixel_lightning.safe_config import check_buildable
-from pixel_lightning.train import check_settings, finish_wandb, make_trainer, report_test
+from pixel_lightning.train import check_settings, finish_wandb, make_trainer, report_no_likelihood, report_test
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,9 @@ def evaluate(cfg: DictConfig) -> dict:
     check_settings(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    names = read_checkpoint(cfg.ckpt_path, cfg.trust_checkpoint).get("run_record") or {}
-    model = load_model(cfg.ckpt_path, trust=cfg.trust_checkpoint)
+    checkpoint = read_checkpoint(cfg.ckpt_path, cfg.trust_checkpoint)
+    names = checkpoint.get("run_record") or {}
+    model = model_from_checkpoint(checkpoint, cfg.ckpt_path, trust=cfg.trust_checkpoint)
     # the checkpoint's data, read from this machine's data folder, with the overrides of eval.yaml's `data`
     data = model.hparams.data if "_target_" in model.hparams.data else names.get("data")
     if not data:
@@ -50,7 +51,7 @@ def evaluate(cfg: DictConfig) -> dict:
             metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
             report_test(metrics, cfg.ckpt_path, kind="checkpoint")
         else:  # no likelihood (the DCGAN): sampling time and FID only
-            print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
+            report_no_likelihood(model)
             datamodule.setup("test")
             record = next(callback for callback in trainer.callbacks if isinstance(callback, RunRecord))
             record.finish(trainer, model, datamodule)

@@ -122,16 +122,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=weights_only)
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         if cfg.get("test") and not is_overridden("test_step", model):  # no likelihood (the DCGAN)
-            print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
+            report_no_likelihood(model)
         elif cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=weights_only)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
             if trainer.is_global_zero:  # one line per run, not one per DDP process
                 report_test(metrics, best)
-        record = Path(cfg.paths.output_dir) / RECORD_NAME
-        if trainer.is_global_zero and record.is_file() and read_record(record)["status"] == "finished":
-            print(quality_line(read_record(record)), flush=True)
+        record_path = Path(cfg.paths.output_dir) / RECORD_NAME
+        record = read_record(record_path) if trainer.is_global_zero and record_path.is_file() else None
+        if record is not None and record["status"] == "finished":
+            print(quality_line(record), flush=True)
     except BaseException:
         finish_wandb(loggers, failed=True)
         raise
@@ -182,6 +183,11 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float] | None) -> float 
         log.error("optimized_metric=%s was not logged; the job logged: %s", name, ", ".join(sorted(metrics)))
         return None
     return metrics[name]
+
+
+def report_no_likelihood(model: pl.LightningModule) -> None:
+    """The `Test NLL` line of a model that has no likelihood (the DCGAN): no number, never a made-up one."""
+    print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
 
 
 def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:
