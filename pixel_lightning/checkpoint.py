@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, safe (weights-only) reads, and clear errors for bad files.
+"""Checkpoints: safe (weights-only) reads, and clear errors for bad files (atomic writes: plugins.py).
 
 A checkpoint is data, never code: it is read weights-only, and the configs in its
 hyper-parameters are built only if every class they name is one of the project's own
@@ -17,24 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from pixel_lightning import models
 from pixel_lightning.errors import CheckpointError
-from pixel_lightning.files import atomic_write
 from pixel_lightning.safe_config import check_buildable
 
 #: The data settings that fix the images a model was trained on (the rest, e.g. batch_size, may change).
 DATA_IDENTITY = ("_target_", "channels", "height", "width", "levels", "bits", "binarize")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file beside the target, fsyncs it and renames it
-    into place, so a crash or a full disk mid-write never leaves a truncated checkpoint (the
-    previous one stays intact)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        with atomic_write(path, "the checkpoint") as f:
-            torch.save(checkpoint, f)
 
 
 def read_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: Any = "cpu") -> dict[str, Any]:
@@ -98,9 +87,11 @@ def _unreadable(path: Path, err: Exception) -> CheckpointError:
     )
 
 
-#: The LightningModules a checkpoint can rebuild, by the `module` its hyper-parameters name
-#: (checkpoints without one hold an autoregressive model, as all did before the DCGAN).
+#: The modules a checkpoint can rebuild, by the `module` its hyper-parameters name (checkpoints
+#: without one hold an autoregressive model, as all did before the DCGAN): the LightningModules, and
+#: for sampling alone the lightest module that samples (no Lightning for an autoregressive model).
 MODULES = {"autoregressive": "AutoregressiveImageModel", "dcgan": "DCGAN"}
+SAMPLING_MODULES = {"autoregressive": "AutoregressiveDistribution", "dcgan": "DCGAN"}
 
 
 def load_model(path: str | os.PathLike, trust: bool = False, map_location: Any = "cpu"):
@@ -108,10 +99,11 @@ def load_model(path: str | os.PathLike, trust: bool = False, map_location: Any =
     return model_from_checkpoint(read_checkpoint(path, trust, map_location), path, trust)
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike, trust: bool = False):
-    """The model of a checkpoint dict already read from `path` (named in messages); see load_model."""
-    from pixel_lightning import models
-
+def model_from_checkpoint(
+    checkpoint: dict[str, Any], path: str | os.PathLike, trust: bool = False, sampling: bool = False
+):
+    """The model of a checkpoint dict already read from `path` (named in messages); see load_model.
+    With `sampling`: what only has to sample (an AutoregressiveDistribution, or the DCGAN)."""
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
     name = hparams.get("module", "autoregressive") if isinstance(hparams, dict) else None
     known = isinstance(name, str) and name in MODULES and (name != "autoregressive" or "net" in hparams)
@@ -120,7 +112,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike, t
             f"'{path}' is not a pixel-lightning model checkpoint (no model hyper-parameters or weights). "
             "Pass a .ckpt written by train.py."
         )
-    module_class = getattr(models, MODULES[name])
+    module_class = getattr(models, (SAMPLING_MODULES if sampling else MODULES)[name])
     arguments = {k: hparams[k] for k in inspect.signature(module_class).parameters if k in hparams}
     if not trust:
         check_buildable(arguments, f"Checkpoint '{path}'", "hyper_parameters")

@@ -16,10 +16,9 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-from pytorch_lightning.utilities import rank_zero_only
 
-from pixel_lightning.callbacks.run_record import record_failure
 from pixel_lightning.errors import UserError
+from pixel_lightning.records import record_failure
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +57,8 @@ def _chain(err: BaseException):
         err = err.__cause__ or err.__context__
 
 
-def drop_log_file_on_worker_ranks() -> None:
-    """DDP worker processes (rank > 0, re-started by Lightning as Hydra jobs of the same folder)
-    write no log file: the folder's files come from rank zero only."""
-    if rank_zero_only.rank == 0:
-        return
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
-        root.removeHandler(handler)
-        handler.close()
-
-
 def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run `task(cfg)` as one Hydra job; report user errors plainly and record failures."""
-    drop_log_file_on_worker_ranks()
     try:
         return task(cfg)
     except Exception as err:

@@ -10,17 +10,26 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from pixel_lightning.callbacks.run_record import RECORD_NAME, RunRecord, quality_line, read_record
+from pixel_lightning.callbacks.run_record import RunRecord
 from pixel_lightning.checkpoint import model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import CheckpointError
+from pixel_lightning.records import RECORD_NAME, quality_line, read_record
 from pixel_lightning.safe_config import check_buildable
-from pixel_lightning.train import check_settings, finish_wandb, make_trainer, report_no_likelihood, report_test
+from pixel_lightning.train import (
+    check_settings,
+    drop_log_file_on_worker_ranks,
+    finish_wandb,
+    make_trainer,
+    report_no_likelihood,
+    report_test,
+)
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Test the checkpoint on the whole test split of its dataset; returns its run record."""
+    drop_log_file_on_worker_ranks()
     check_settings(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)

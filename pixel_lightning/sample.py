@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pixel_lightning.checkpoint import load_model
+from pixel_lightning.checkpoint import model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import UserError
 from pixel_lightning.files import atomic_write
 from pixel_lightning.images import make_grid, save_png
@@ -58,9 +58,9 @@ def check_sample_settings(cfg: DictConfig) -> None:
     check_setting(cfg, "completion.observed_rows", "integer", 14, at_least=0, nullable=True)
 
 
-def test_images(model, data_dir: str, count: int) -> torch.Tensor:
-    """The first `count` test images of the dataset the model was trained on."""
-    data_cfg = dict(model.hparams.data, data_dir=data_dir)
+def test_images(data: dict, data_dir: str, count: int) -> torch.Tensor:
+    """The first `count` test images of the dataset of config `data` (a checkpoint's, already checked)."""
+    data_cfg = dict(data, data_dir=data_dir)
     datamodule = hydra.utils.instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -92,7 +92,8 @@ def sample(cfg: DictConfig) -> Path:
     """Write a PNG grid (and optionally .npy levels) into the job's output folder; returns the PNG path."""
     check_sample_settings(cfg)
     device = pick_device(cfg.device)
-    model = load_model(cfg.ckpt_path, trust=cfg.trust_checkpoint, map_location=device).to(device)
+    checkpoint = read_checkpoint(cfg.ckpt_path, cfg.trust_checkpoint, map_location=device)
+    model = model_from_checkpoint(checkpoint, cfg.ckpt_path, cfg.trust_checkpoint, sampling=True).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     if cfg.mode == "sample":
@@ -113,7 +114,7 @@ def sample(cfg: DictConfig) -> Path:
                 f"completion.observed_rows must be from 0 to {height - 1} for the {height}-row images of this "
                 f"checkpoint, but it is {observed}. Fix the override, e.g. completion.observed_rows={height // 2}."
             )
-        originals = test_images(model, cfg.paths.data_dir, cfg.completion.num_images)
+        originals = test_images(checkpoint["hyper_parameters"]["data"], cfg.paths.data_dir, cfg.completion.num_images)
         levels = complete_grid(model, originals, observed, cfg.completion.samples_per_image, generator, cfg.method)
         nrow = cfg.completion.samples_per_image + 2
     path = save_png(make_grid(levels, model.levels, nrow=nrow), output_dir / f"{cfg.mode}s.png")

@@ -13,15 +13,27 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from pixel_lightning.callbacks.run_record import RECORD_NAME, quality_line, read_record
 from pixel_lightning.callbacks.wandb_run_id import WANDB_RUN_ID
 from pixel_lightning.checkpoint import check_fits, check_resumable, read_checkpoint
 from pixel_lightning.errors import UserError
+from pixel_lightning.records import RECORD_NAME, quality_line, read_record
 from pixel_lightning.settings import check_setting
 
 log = logging.getLogger(__name__)
+
+
+def drop_log_file_on_worker_ranks() -> None:
+    """DDP worker processes (rank > 0, re-started by Lightning as Hydra jobs of the same folder)
+    write no log file: the folder's files come from rank zero only."""
+    if rank_zero_only.rank == 0:
+        return
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -104,6 +116,7 @@ def check_resume(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured model; returns the final metrics as floats."""
+    drop_log_file_on_worker_ranks()
     check_settings(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)

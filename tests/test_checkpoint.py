@@ -6,8 +6,10 @@ import pytest
 import torch
 from support import tiny_model
 
-from pixel_lightning.checkpoint import AtomicCheckpointIO, check_fits, load_model, read_checkpoint
+from pixel_lightning.checkpoint import check_fits, load_model, model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import CheckpointError, OutputError
+from pixel_lightning.models import AutoregressiveDistribution
+from pixel_lightning.plugins import AtomicCheckpointIO
 
 
 def model_checkpoint(model):
@@ -22,6 +24,19 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     loaded = load_model(path)
     x = torch.randint(0, 4, (2, 3, 3, 3))
     torch.testing.assert_close(loaded.log_prob(x), model.log_prob(x))
+
+
+def test_sampling_rebuilds_the_distribution_alone_with_the_same_weights_and_draws(tmp_path):
+    """sample.py rebuilds only the AutoregressiveDistribution (no Lightning): it must be the trained
+    model's distribution exactly, for the likelihood and for every draw."""
+    torch.manual_seed(0)
+    model = tiny_model(3, 4, height=3, width=3)
+    sampler = model_from_checkpoint(model_checkpoint(model), "model.ckpt", sampling=True)
+    assert type(sampler) is AutoregressiveDistribution
+    x = torch.randint(0, 4, (2, 3, 3, 3))
+    torch.testing.assert_close(sampler.log_prob(x), model.log_prob(x), rtol=0, atol=0)
+    draws = [m.sample(5, generator=torch.Generator().manual_seed(1)) for m in (sampler, model)]
+    assert torch.equal(*draws)
 
 
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -80,8 +80,11 @@ def test_checkpoint_loads_weights_only_and_scores_like_the_run(smoke_run):
 def test_sample_writes_grid_and_levels(smoke_run, tmp_path):
     out, _ = smoke_run
     result = run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "num_samples=4", "save_npy=true",
-                 f"hydra.run.dir={tmp_path}")
+                 f"hydra.run.dir={tmp_path}", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert_ok(result)
+    # Sampling loads no training stack: importing Lightning would be most of a cached run's time.
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert "torch" in imported and not {"pytorch_lightning", "lightning_fabric", "torchmetrics", "wandb"} & imported
     levels = np.load(tmp_path / "samples.npy")
     assert levels.shape == (4, 1, 28, 28) and set(np.unique(levels)) <= {0, 1}
     assert (tmp_path / "samples.png").is_file()

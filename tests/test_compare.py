@@ -12,9 +12,9 @@ from PIL import Image
 from support import REPO, real_data_dir, wandb_logged, wandb_records
 from test_cli import assert_ok, run
 
-from pixel_lightning.callbacks.run_record import blank_record, write_record
 from pixel_lightning.evaluation.compare import OUTPUTS, comparison_rows, main, read_records
 from pixel_lightning.images import make_grid, save_png
+from pixel_lightning.records import blank_record, write_record
 
 LABEL = "FID (mnist-2level-cnn, test acc 96.0%)"
 

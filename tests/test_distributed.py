@@ -15,7 +15,8 @@ from test_checkpoint import model_checkpoint
 from test_cli import assert_ok, run
 
 from pixel_lightning.callbacks import RankSeed, SampleGrid
-from pixel_lightning.checkpoint import AtomicCheckpointIO, load_model
+from pixel_lightning.checkpoint import load_model
+from pixel_lightning.plugins import AtomicCheckpointIO
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ from test_cli import run
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pixel_lightning.callbacks.run_record import RECORD_FIELDS, RunRecord
+from pixel_lightning.callbacks.run_record import RunRecord
 from pixel_lightning.evaluation.fid import SampleQuality
+from pixel_lightning.records import RECORD_FIELDS
 
 
 class IndependentPixels(pl.LightningModule):

@@ -12,33 +12,13 @@ Record contract: any LightningModule can be recorded and compared if it has
     dimension) in its test epoch. A model without one (a GAN) logs neither, and its record holds
     null for both: never a made-up number.
 
-Fields (RECORD_FIELDS; null when not measured):
-  model, dataset      the Hydra choices (`model=`, `data=`)
-  task                train or eval;  status: running, finished or failed (error: its one line)
-  params              parameter count
-  epochs, steps       passes over the training set (images trained on / training-set size)
-                      and optimizer steps done
-  train_time_s        wall time from the start of training to the end of its last batch (with
-                      validation and sample grids in between; without the final grid and test)
-  train_images_per_s  images / time spent in training batches only (forward, backward, step):
-                      no validation, sampling or checkpointing
-  test_nll, test_bpd  test NLL in nats per image and bits per dimension (the best checkpoint's)
-  sample_time_per_image_s, fid, fid_label, classifier_score
-                      from the `fid` node (evaluation/fid.py), on the same weights as the test
-  peak_memory_mb, peak_memory_kind
-                      cuda_max_allocated, or cpu_max_rss_growth (growth of the process's max RSS)
-  device, precision, seed, git_commit, sample_grid (path of the last sample grid, relative to
-                      the run folder: the scored samples when `quality` drew some),
-  overrides (the job's command-line overrides), wandb (project, group and mode of its W&B run)
+The record's fields and its file: pixel_lightning/records.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import resource
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,85 +27,14 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.sample_grid import SampleGrid
 from pixel_lightning.images import make_grid, save_png
+from pixel_lightning.records import blank_record, git_commit, write_record
 
 log = logging.getLogger(__name__)
-
-RECORD_FIELDS = (
-    "model", "dataset", "task", "status", "error", "params", "epochs", "steps", "train_time_s",
-    "train_images_per_s", "test_nll", "test_bpd", "sample_time_per_image_s", "fid", "fid_label",
-    "classifier_score", "peak_memory_mb", "peak_memory_kind", "device", "precision", "seed", "git_commit",
-    "sample_grid", "overrides", "wandb",
-)
-RECORD_NAME = "record.json"
-
-
-def blank_record(**known: Any) -> dict[str, Any]:
-    unknown = set(known) - set(RECORD_FIELDS)
-    if unknown:
-        raise ValueError(f"not record fields: {sorted(unknown)}")
-    return {field: known.get(field) for field in RECORD_FIELDS}
-
-
-def write_record(output_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Write `<output_dir>/record.json` atomically (a crash never leaves half a record)."""
-    path = Path(output_dir) / RECORD_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_record(path: str | Path) -> dict[str, Any]:
-    return blank_record() | json.loads(Path(path).read_text())
-
-
-def git_commit() -> str | None:
-    """The commit of the code that ran (with '-dirty' if it had uncommitted changes), if known."""
-    repo = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10, check=False)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return None
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-        return head.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def quality_line(record: dict[str, Any]) -> str:
-    """The sampling time and sample-quality scores of a record, as printed after a run."""
-    if record["fid"] is None:
-        return "Sample quality: not measured (fid.num_samples=0)"
-    classifier = record["fid_label"].split("(")[1].split(",")[0]
-    return (f"Sampling: {record['sample_time_per_image_s']:.4g} s/image; {record['fid_label']}: {record['fid']:.2f}; "
-            f"IS ({classifier}): {record['classifier_score']:.2f}")
-
-
-def record_failure(cfg: DictConfig, output_dir: str | Path, error: str) -> Path | None:
-    """After a failed job: mark its record (written so far, or a new one with what the config
-    says) failed with the error's one-line message. Only for jobs that record (train, eval)."""
-    spec = OmegaConf.select(cfg, "callbacks.run_record", throw_on_resolution_failure=False)
-    if not spec:
-        return None
-    path = Path(output_dir) / RECORD_NAME
-    record = read_record(path) if path.is_file() else blank_record()
-    for field, key in (("model", "model_name"), ("dataset", "dataset"), ("task", "task"), ("seed", "seed"),
-                       ("overrides", "overrides")):
-        if record[field] is None:  # the config may be what failed: take what resolves
-            value = OmegaConf.select(spec, key, throw_on_resolution_failure=False)
-            record[field] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    record.update(status="failed", error=" ".join(error.split()) or "unknown error")
-    return write_record(output_dir, record)
 
 
 class RunRecord(pl.Callback):

@@ -26,8 +26,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 
-from pixel_lightning.callbacks.run_record import RECORD_NAME, read_record
 from pixel_lightning.errors import UserError
+from pixel_lightning.records import RECORD_NAME, read_record
 
 log = logging.getLogger(__name__)
 
