@@ -7,7 +7,8 @@ For each model (a name of `conf/model/`, e.g. pixelcnn, row_lstm, diagonal_bilst
 - training images/s (median step: log_prob, backward, Adam step) and peak memory, eager and with
   `torch.compile`, each in a fresh process so that its peak memory is its own;
 - Lightning's overhead: the median step of `Trainer.fit` over the median step of a plain PyTorch
-  loop training the same net on the same batches, side by side in one process (1.0 = none);
+  loop training the same net on the same batches, side by side in one process, in alternating
+  rounds (--overhead-rounds) so that drift on a shared machine hits both alike (1.0 = none);
 - sampling images/s, naive and cached, with their ratio, side by side in one process, and whether
   both drew the same levels (they must, for the same weights and seed);
 - the DataModule's training loader alone, images/s (real data under PIXEL_DATA_DIR), to show that
@@ -154,8 +155,9 @@ class StepTimes:
         self.callback = Callback()
 
 
-def median_step(starts: list[float], warmup: int) -> float:
-    return statistics.median(b - a for a, b in zip(starts[warmup:], starts[warmup + 1 :]))
+def step_times(starts: list[float], warmup: int) -> list[float]:
+    """Seconds from each batch's start to the next's (the last: to the end), after `warmup` batches."""
+    return [b - a for a, b in zip(starts[warmup:], starts[warmup + 1 :])]
 
 
 def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
@@ -172,25 +174,35 @@ def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
     def loader() -> DataLoader:  # the same batches, in order, as a DataLoader like the DataModule's
         return DataLoader(torch.cat(batches), batch_size=args.batch_size, shuffle=False)
 
-    # A plain PyTorch loop over the same net and batches.
+    # A plain PyTorch loop over the same net and batches, against Trainer.fit, in alternating
+    # rounds (plain first, then Lightning first, ...): drift of a shared machine hits both alike.
     plain = build(model_name, data_name, args).to(device)
     optimizer = plain.configure_optimizers()
-    starts = []
-    for batch in loader():
-        starts.append(time.perf_counter())
-        optimizer.zero_grad(set_to_none=True)
-        loss_of(plain, batch.to(device)).backward()
-        optimizer.step()
-    starts.append(time.perf_counter())
-    plain_step = median_step(starts, args.warmup)
 
-    timer = StepTimes()
-    trainer = pl.Trainer(
-        accelerator=device.type, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer.callback],
-    )  # fmt: skip
-    trainer.fit(module, train_dataloaders=loader())
-    fit_step = median_step(timer.starts, args.warmup)
+    def plain_steps() -> list[float]:
+        starts = []
+        for batch in loader():
+            starts.append(time.perf_counter())
+            optimizer.zero_grad(set_to_none=True)
+            loss_of(plain, batch.to(device)).backward()
+            optimizer.step()
+        return step_times(starts + [time.perf_counter()], args.warmup)
+
+    def fit_steps() -> list[float]:
+        timer = StepTimes()
+        trainer = pl.Trainer(
+            accelerator=device.type, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer.callback],
+        )  # fmt: skip
+        trainer.fit(module, train_dataloaders=loader())
+        return step_times(timer.starts, args.warmup)
+
+    plain_times, fit_times = [], []
+    for round_ in range(args.overhead_rounds):
+        order = (plain_steps, fit_steps) if round_ % 2 == 0 else (fit_steps, plain_steps)
+        for measure in order:
+            (plain_times if measure is plain_steps else fit_times).extend(measure())
+    plain_step, fit_step = statistics.median(plain_times), statistics.median(fit_times)
 
     module = module.to(device)
     times, levels = {}, {}
@@ -255,6 +267,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--overhead-rounds", type=int, default=3,
+                        help="alternating rounds of the plain loop and Trainer.fit (each: warmup + steps)")
     parser.add_argument("--sample-images", type=int, default=64, help="images sampled by each method")
     parser.add_argument("--loader-batches", type=int, default=50)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
