@@ -10,7 +10,7 @@ import torch
 from support import tiny_model
 from test_likelihood import constant_model
 
-from pixel_lightning.models.layers import ResidualNet
+from pixel_lightning.models.layers import ConvAtPosition, MaskedConv2d, ResidualNet
 
 ARCHS = ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM"]
 DATA = [(1, 2), (3, 4)]  # (channels, levels): binary, and RGB with a softmax head
@@ -59,6 +59,26 @@ def test_cached_completion_returns_the_levels_of_naive_completion(channels, leve
     others[:, :, :2] = (others[:, :, :2] + 1) % levels
     moved = model.complete(others, 2, temperature=0.8, generator=torch.Generator().manual_seed(3))
     assert not torch.equal(moved[:, :, 2:], cached[:, :, 2:])
+
+
+@pytest.mark.parametrize(
+    "kernel,data_channels,mask_type,bias",
+    [(7, 3, "A", True), (3, 1, "B", True), ((1, 3), 1, "B", True), ((3, 1), 3, "B", True), (5, 1, "A", False),
+     (1, 3, "B", True)],
+)  # fmt: skip
+def test_conv_at_position_gives_the_convs_output(kernel, data_channels, mask_type, bias):
+    """Called in raster order, with a stale input first at every position (as a pixel's channel
+    groups are drawn), the last call at (r, c) returns the conv's output there. The kernels include
+    shapes no architecture uses yet: nothing above the centre, nothing beside it, no bias."""
+    torch.manual_seed(0)
+    conv = MaskedConv2d(6, 9, kernel, data_channels, mask_type, bias=bias).double()
+    x = torch.randn(2, 6, 4, 5, dtype=torch.double)  # (B, in, H, W)
+    at = ConvAtPosition(conv, 2, 4, 5)
+    with torch.no_grad():
+        expected = conv(x)
+        for r, c in itertools.product(range(4), range(5)):
+            at(torch.randn_like(x[:, :, r, c]), r, c)  # overwritten by the next call
+            torch.testing.assert_close(at(x[:, :, r, c], r, c), expected[:, :, r, c], rtol=0, atol=1e-12)
 
 
 def test_a_net_without_a_cached_step_is_sampled_naively():

@@ -92,32 +92,60 @@ class MaskedConv2d(nn.Conv2d):
 class ConvAtPosition:
     """A MaskedConv2d evaluated at one position at a time, for cached sampling.
 
-    It keeps the conv's input seen so far in a zero-padded buffer; `__call__` writes the input
-    vector of position (r, c) and returns the conv's output there from the kernel's window. Under
-    the causal mask only the kernel rows down to the centre are live, so only those are read, and
-    positions not yet written hold zeros that meet zero weights. Calling again at the same position
-    overwrites it (one call per channel group of a pixel). Weights are read once: build it in eval
-    mode, under no_grad, for one sampling run.
+    `__call__(x, r, c)` stores the input vector of position (r, c) and returns the conv's output
+    there. Under the causal mask only the kernel rows down to the centre are live, and of the
+    centre row only the taps left of and at the centre. Calls come in raster order, so when row r
+    starts the rows above it are final: the kernel rows above the centre, and the bias, are then
+    applied to the whole row r in one matrix product. Per position only the centre row's taps
+    remain, one matrix product over the row's last cx+1 inputs. The inputs are kept channels-last
+    and zero-padded, (B, H+cy, W+kw-1, in), so that those cx+1 inputs are one contiguous run of
+    each image's row: a view, not a copy. Positions not yet written hold zeros that meet zero
+    weights. Calling again at the same position overwrites it (one call per channel group of a
+    pixel). Weights are read once: build it in eval mode, under no_grad, for one sampling run.
     """
 
     def __init__(self, conv: MaskedConv2d, batch: int, height: int, width: int):
         kh, kw = conv.kernel_size
-        self.cy, self.cx = kh // 2, kw // 2
-        weight = conv.masked_weight()[:, :, : self.cy + 1]  # (out, in, cy+1, kw)
-        self.weight, self.bias = weight.flatten(1), conv.bias  # (out, in*(cy+1)*kw)
-        pointwise = kh == kw == 1
-        self.inputs = None if pointwise else weight.new_zeros(batch, conv.in_channels, height + self.cy, width + kw - 1)
+        self.cy, self.cx, self.batch, self.width = kh // 2, kw // 2, batch, width
+        weight = conv.masked_weight()  # (out, in, kh, kw)
+        self.bias = conv.bias if conv.bias is not None else weight.new_zeros(conv.out_channels)
+        # Taps as contiguous (taps, out) matrices, the rows ordered like the channels-last inputs,
+        # (y, x, in): torch.addmm then runs without a transpose or a copy per call.
+        self.pointwise = kh == kw == 1
+        if self.pointwise:
+            self.weight = weight[:, :, 0, 0].T.contiguous()  # (in, out)
+            return
+        self.above_weight = weight[:, :, : self.cy].permute(2, 3, 1, 0).flatten(0, 2).contiguous()  # (cy*kw*in, out)
+        self.centre_weight = weight[:, :, self.cy, : self.cx + 1].permute(2, 1, 0).flatten(0, 1).contiguous()
+        self.inputs = weight.new_zeros(batch, height + self.cy, width + kw - 1, conv.in_channels)
+        self.row = -1
 
     def write(self, x: torch.Tensor, r: int, c: int) -> None:
         """Store the input (B, in) of position (r, c) without computing anything."""
-        self.inputs[:, :, r + self.cy, c + self.cx] = x
+        self.inputs[:, r + self.cy, c + self.cx] = x
+
+    def start_row(self, r: int) -> None:
+        """Row r's output from the rows above it, and views of row r's inputs, indexed by column."""
+        cy, cx, batch, width = self.cy, self.cx, self.batch, self.width
+        row = self.inputs[:, r + cy]  # (B, W+kw-1, in)
+        self.slots = row[:, cx : cx + width].transpose(0, 1)  # (W, B, in): slots[c] is (r, c)
+        self.windows = row.unfold(1, cx + 1, 1)[:, :width].transpose(2, 3).flatten(2).transpose(0, 1)
+        # (W, B, (cx+1)*in): windows[c] is (r, c-cx) .. (r, c), a view
+        if cy:  # (W, B, out): position c's block contiguous
+            above = self.inputs[:, r : r + cy].unfold(2, 2 * cx + 1, 1).transpose(3, 4)  # (B, cy, W, kw, in)
+            above = above.permute(2, 0, 1, 3, 4).reshape(width * batch, -1)  # (W*B, cy*kw*in)
+            self.above = torch.addmm(self.bias, above, self.above_weight).view(width, batch, -1)
+        else:  # one kernel row: nothing above
+            self.above = self.bias.expand(width, batch, -1)
+        self.row = r
 
     def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:  # (B, in) at (r, c)
-        if self.inputs is None:
-            return F.linear(x, self.weight, self.bias)  # (B, out)
-        self.write(x, r, c)
-        window = self.inputs[:, :, r : r + self.cy + 1, c : c + 2 * self.cx + 1]  # (B, in, cy+1, kw)
-        return F.linear(window.flatten(1), self.weight, self.bias)  # (B, out)
+        if self.pointwise:
+            return torch.addmm(self.bias, x, self.weight)  # (B, out)
+        if r != self.row:  # row r starts: the rows above are final
+            self.start_row(r)
+        self.slots[c] = x
+        return torch.addmm(self.above[c], self.windows[c], self.centre_weight)  # (B, out)
 
 
 class OutputStack(nn.Module):
