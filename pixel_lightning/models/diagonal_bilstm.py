@@ -45,9 +45,9 @@ def scan_order(height: int, width: int, device: torch.device) -> torch.Tensor:
     return keys.flatten(1).argsort(dim=1)
 
 
-def cat(pieces: list[torch.Tensor]) -> torch.Tensor:
-    """torch.cat along the last dim, without the copy (and its backward) of a lone piece."""
-    return torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
+def cat(pieces: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """torch.cat, without the copy (and its backward) of a lone piece."""
+    return torch.cat(pieces, dim) if len(pieces) > 1 else pieces[0]
 
 
 def shift_down(x: torch.Tensor) -> torch.Tensor:
@@ -69,13 +69,13 @@ class DiagonalLSTM(LSTM):
         self.image_to_state = nn.Conv2d(image_channels, 4 * hidden, 1, bias=False) if image_channels else None
 
     def input_gates(self, x: torch.Tensor, image: torch.Tensor | None, order: torch.Tensor) -> torch.Tensor:
-        """The 1x1 input-to-state convs at the pixels `order` (N,) of raster maps x (in, B, H*W) and
-        image (C, B, H*W) -> (4h, B, N)."""
+        """The 1x1 input-to-state convs at the pixels `order` (N,) of raster maps x (in, H*W, B) and
+        image (C, H*W, B) -> (4h, N, B)."""
         conv = self.input_to_state
-        gates = torch.addmm(conv.bias[:, None], conv.masked_weight()[:, :, 0, 0], x.index_select(2, order).flatten(1))
+        gates = torch.addmm(conv.bias[:, None], conv.masked_weight()[:, :, 0, 0], x.index_select(1, order).flatten(1))
         if self.image_to_state is not None:
-            gates = gates.addmm(self.image_to_state.weight[:, :, 0, 0], image.index_select(2, order).flatten(1))
-        return gates.view(-1, x.shape[1], len(order))
+            gates = gates.addmm(self.image_to_state.weight[:, :, 0, 0], image.index_select(1, order).flatten(1))
+        return gates.view(-1, len(order), x.shape[2])
 
 
 class DiagonalBiLSTMLayer(nn.Module):
@@ -101,33 +101,35 @@ class DiagonalBiLSTMLayer(nn.Module):
         lstms = self.left_to_right, self.right_to_left
         batch, _, height, width = x.shape
         order = scan_order(height, width, x.device)  # (2, N)
-        x = x.transpose(0, 1).flatten(2)  # (in, B, N) raster
-        image = None if image is None else image.transpose(0, 1).flatten(2)
+        # Batch innermost: picking a pixel copies one run of B values, and a diagonal's rows and the
+        # batch flatten into one matmul dimension without a copy.
+        x = x.permute(1, 2, 3, 0).flatten(1, 2)  # (in, N, B) raster
+        image = None if image is None else image.permute(1, 2, 3, 0).flatten(1, 2)
         # Mirroring is harmless to the 1x1 input convs: the right-to-left scan reads its pixels in mirrored order.
-        gates_in = torch.stack([lstm.input_gates(x, image, o) for lstm, o in zip(lstms, order)])  # (2, 4h, B, N)
-        weight = torch.stack([lstm.state_to_state.weight.flatten(1) for lstm in lstms])  # (2, 4h, h*2)
-        h0 = torch.stack([lstm.h0 for lstm in lstms])[..., None].expand(-1, -1, batch, 1)  # (2, h, B, 1)
-        c0 = torch.stack([lstm.c0 for lstm in lstms])[..., None].expand(-1, -1, batch, 1)
+        gates_in = torch.stack([lstm.input_gates(x, image, o) for lstm, o in zip(lstms, order)])  # (2, 4h, N, B)
+        weight = torch.stack([lstm.state_to_state.weight.transpose(1, 2).flatten(1) for lstm in lstms])  # (2, 4h, 2*h)
+        h0 = torch.stack([lstm.h0 for lstm in lstms])[..., None].expand(-1, -1, 1, batch)  # (2, h, 1, B)
+        c0 = torch.stack([lstm.c0 for lstm in lstms])[..., None].expand(-1, -1, 1, batch)
         no_row = torch.zeros_like(h0)  # the state above row 0: the conv's zero padding
-        h = c = h0[..., :0]  # (2, h, B, rows): the previous diagonal's states, rows lo_prev .. hi_prev
+        h = c = h0[:, :, :0]  # (2, h, rows, B): the previous diagonal's states, rows lo_prev .. hi_prev
         lo_prev, hi_prev, states = 0, -1, []
         lengths = [min(d, height - 1) - max(0, d - width + 1) + 1 for d in range(height + width - 1)]
-        for d, gates_d in enumerate(gates_in.split(lengths, dim=3)):  # (2, 4h, B, rows lo .. hi)
+        for d, gates_d in enumerate(gates_in.split(lengths, dim=2)):  # (2, 4h, rows lo .. hi, B)
             lo, hi = max(0, d - width + 1), min(d, height - 1)
             # Row r reads rows r-1 (above) and r (beside) of the previous diagonal: rows lo-1 .. hi,
             # where row -1 is zero padding and a new bottom row d, the left edge, gets (h0, c0).
             grows = hi > hi_prev
-            ext = cat([no_row] * (lo == 0) + [h] + [h0] * grows)  # (2, h, B, hi-lo+2)
-            # The 2x1 conv as one matmul: each row's window [above, beside] per state map, (2, h*2, B*rows).
-            window = ext.unfold(3, 2, 1).permute(0, 1, 4, 2, 3).flatten(1, 2).flatten(2)
-            gates = gates_d + torch.matmul(weight, window).view_as(gates_d)  # (2, 4h, B, hi-lo+1)
-            c_beside = cat([c[..., lo - lo_prev :]] + [c0] * grows)  # (2, h, B, hi-lo+1)
+            ext = cat([no_row] * (lo == 0) + [h] + [h0] * grows, dim=2)  # (2, h, hi-lo+2, B)
+            # The 2x1 conv as one matmul over each row's states above and beside: (2, 2*h, rows*B).
+            window = torch.cat([ext[:, :, :-1], ext[:, :, 1:]], dim=1).flatten(2)
+            gates = torch.baddbmm(gates_d.flatten(2), weight, window).view_as(gates_d)  # (2, 4h, hi-lo+1, B)
+            c_beside = cat([c[:, :, lo - lo_prev :]] + [c0] * grows, dim=2)  # (2, h, hi-lo+1, B)
             h, c = self.left_to_right.cell(gates, c_beside)
             states.append(h)
             lo_prev, hi_prev = lo, hi
-        states = torch.cat(states, dim=3)  # (2, h, B, N): scan order
-        raster = torch.stack([s.index_select(2, o.argsort()) for s, o in zip(states, order)])  # (2, h, B, N)
-        return raster.unflatten(3, (height, width))
+        states = torch.cat(states, dim=2)  # (2, h, N, B): scan order
+        raster = torch.stack([s.index_select(1, o.argsort()) for s, o in zip(states, order)])  # (2, h, N, B)
+        return raster.unflatten(2, (height, width)).permute(0, 1, 4, 2, 3)
 
     def cached_step(self, batch: int, height: int, width: int) -> DiagonalBiLSTMAtPosition:
         return DiagonalBiLSTMAtPosition(self, batch, height, width)
