@@ -23,7 +23,7 @@ Computation. The skewed map's column d is the diagonal r + c = d, so we keep onl
 each diagonal, in scan order (`scan_order`), and never compute states outside the image: the one
 such state that image positions read, left of column 0, is (h0, c0). The two directions are
 independent and step together, one batched matmul and one cell per diagonal: H + W - 1 steps
-per layer, where a step of either direction was a conv, a cell and two resets on all H rows.
+per layer on the diagonal's pixels, not 2 (H + W - 1) steps on all H rows of a skewed map.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class DiagonalBiLSTMLayer(nn.Module):
         order = scan_order(height, width, x.device)  # (2, N)
         # Batch innermost: picking a pixel copies one run of B values, and a diagonal's rows and the
         # batch flatten into one matmul dimension without a copy.
-        x = x.permute(1, 2, 3, 0).flatten(1, 2)  # (in, N, B) raster
+        x = x.permute(1, 2, 3, 0).flatten(1, 2)  # (in, H*W, B): raster order
         image = None if image is None else image.permute(1, 2, 3, 0).flatten(1, 2)
         # Mirroring is harmless to the 1x1 input convs: the right-to-left scan reads its pixels in mirrored order.
         gates_in = torch.stack([lstm.input_gates(x, image, o) for lstm, o in zip(lstms, order)])  # (2, 4h, N, B)
