@@ -12,7 +12,7 @@ from dependency import assert_causal, dependency_matrix, dimension
 from support import tiny_model
 
 from pixel_lightning.models import diagonal_bilstm
-from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM, DiagonalBiLSTMLayer, skew, unskew
+from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM, DiagonalBiLSTMLayer, scan_order
 from pixel_lightning.models.row_lstm import RowLSTM, RowLSTMLayer
 from pixel_lightning.models.spatial_lstm import SpatialLSTM, SpatialLSTMLayer
 
@@ -116,22 +116,21 @@ def test_diagonal_leaks_without_the_down_shift(monkeypatch):
         assert_causal(make("diagonal_bilstm", 1, 2, layers=1), 1, 4, 4)
 
 
-def test_skew_layout():
-    x = torch.arange(1.0, 7.0).view(1, 1, 2, 3)
-    expected = torch.tensor([[1.0, 2.0, 3.0, 0.0], [0.0, 4.0, 5.0, 6.0]])
-    assert torch.equal(skew(x)[0, 0], expected)
+def test_scan_order_layout():
+    # 2x3 raster indices [[0, 1, 2], [3, 4, 5]]; diagonals {0}, {1, 3}, {2, 4}, {5}, rows ascending;
+    # the mirrored image [[2, 1, 0], [5, 4, 3]] for the right-to-left scan.
+    assert scan_order(2, 3, torch.device("cpu")).tolist() == [[0, 1, 3, 2, 4, 5], [2, 1, 5, 0, 4, 3]]
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (1, 2, 3, 5), (2, 1, 5, 2), (1, 1, 1, 4), (1, 1, 4, 1), (3, 2, 7, 3)])
-def test_skew_round_trip(shape):
-    x = torch.randn(shape)
-    skewed = skew(x)
-    height, width = shape[2:]
-    assert skewed.shape == (*shape[:2], height, width + height - 1)
-    assert torch.equal(unskew(skewed, width), x)
-    for r in range(height):  # row r moved right by r, zeros around it
-        assert torch.equal(skewed[:, :, r, r : r + width], x[:, :, r])
-        assert not skewed[:, :, r, :r].any() and not skewed[:, :, r, r + width :].any()
+@pytest.mark.parametrize("height,width", [(4, 4), (3, 5), (5, 2), (1, 4), (4, 1), (7, 3)])
+def test_scan_order_goes_diagonal_by_diagonal(height, width):
+    order = scan_order(height, width, torch.device("cpu"))
+    rows, cols = order // width, order % width  # (2, N) each
+    diagonals = torch.stack([rows[0] + cols[0], rows[1] + width - 1 - cols[1]])  # direction 1: mirrored
+    for direction in range(2):
+        assert sorted(order[direction].tolist()) == list(range(height * width))
+        key = (diagonals[direction] * height + rows[direction]).tolist()  # diagonal, then row
+        assert key == sorted(key)
 
 
 # ---- the LSTM equations, against loops over pixels written straight from the paper -----------
@@ -231,7 +230,8 @@ def test_diagonal_bilstm_layer_matches_loops():
     img, raw = x[0, 0].tolist(), image[0].tolist()
     left = torch.tensor(diagonal_loops(layer.left_to_right, img, -1), dtype=torch.float64)  # (H, W, h)
     right = torch.tensor(diagonal_loops(layer.right_to_left, img, +1, raw), dtype=torch.float64)
-    torch.testing.assert_close(layer.left_to_right(x)[0].permute(1, 2, 0), left, rtol=1e-12, atol=1e-12)
+    states = layer.scan(x, image)[:, :, 0].permute(0, 2, 3, 1)  # (2, H, W, h)
+    torch.testing.assert_close(states, torch.stack([left, right]), rtol=1e-12, atol=1e-12)
     expected = left.clone()
     expected[1:] += right[:-1]  # right-to-left states shifted down a row
     torch.testing.assert_close(layer(x, image)[0].permute(1, 2, 0), expected, rtol=1e-12, atol=1e-12)

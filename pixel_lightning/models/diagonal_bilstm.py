@@ -18,6 +18,12 @@ first layer one extra input-to-state term, an unmasked 1x1 conv of the raw image
 it legal, since that direction may see every channel of every pixel of its own row. Deeper
 layers inherit the full field from the first, so they do without it. `close_blind_spot=False`
 drops the term and runs the paper's architecture exactly as written.
+
+Computation. The skewed map's column d is the diagonal r + c = d, so we keep only the pixels of
+each diagonal, in scan order (`scan_order`), and never compute states outside the image: the one
+such state that image positions read, left of column 0, is (h0, c0). The two directions are
+independent and step together, one batched matmul and one cell per diagonal: H + W - 1 steps
+per layer on the diagonal's pixels, not 2 (H + W - 1) steps on all H rows of a skewed map.
 """
 
 from __future__ import annotations
@@ -30,59 +36,46 @@ from pixel_lightning.models.layers import ConvAtPosition
 from pixel_lightning.models.lstm import LSTM, PixelRNN
 
 
-def skew(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, H, W+H-1), row r shifted right by r, zeros elsewhere."""
-    batch, channels, height, width = x.shape
-    # Rows of length W+H laid end to end and re-cut at length W+H-1 drift right by one per row.
-    x = F.pad(x, (0, height)).flatten(2)  # (B, C, H*(W+H))
-    return x[..., : height * (width + height - 1)].view(batch, channels, height, width + height - 1)
+def scan_order(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(2, H*W): the raster index of each pixel in scan order, diagonal d = r + c after diagonal,
+    rows ascending within one; row 1 is the order of the mirrored image (the right-to-left scan)."""
+    rows, cols = torch.arange(height, device=device)[:, None], torch.arange(width, device=device)
+    # Diagonal-major, then row: the keys of the two directions, unique per pixel.
+    keys = torch.stack([(rows + cols) * height + rows, (rows + width - 1 - cols) * height + rows])  # (2, H, W)
+    return keys.flatten(1).argsort(dim=1)
 
 
-def unskew(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Inverse of `skew`: (B, C, H, W+H-1) -> (B, C, H, W)."""
-    batch, channels, height, _ = x.shape
-    x = F.pad(x.flatten(2), (0, height))  # (B, C, H*(W+H))
-    return x.view(batch, channels, height, width + height)[..., :width]
+def cat(pieces: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """torch.cat, without the copy (and its backward) of a lone piece."""
+    return torch.cat(pieces, dim) if len(pieces) > 1 else pieces[0]
 
 
 def shift_down(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, H, W): row r gets row r-1, row 0 zeros."""
-    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+    """(..., H, W) -> (..., H, W): row r gets row r-1, row 0 zeros."""
+    return F.pad(x, (0, 0, 1, 0))[..., :-1, :]
 
 
 class DiagonalLSTM(LSTM):
-    """One direction: (B, in, H, W) -> hidden states (B, h, H, W); the state at (r, c) depends on
-    inputs at pixels (r' <= r, c' <= c), reading the same pixel through the mask-B conv.
+    """The parameters of one direction of a Diagonal BiLSTM layer, which scans both at once.
 
-    With `image_channels` > 0 it also reads the raw image (B, image_channels, H, W) through an
-    unmasked 1x1 conv, so it sees every channel of the same pixel: only for a direction whose
-    output is shifted down a row (see the module docstring).
+    The state at (r, c) depends on inputs at pixels (r' <= r, c' <= c), reading the same pixel
+    through the mask-B conv. With `image_channels` > 0 it also reads the raw image (B,
+    image_channels, H, W) through an unmasked 1x1 conv, so it sees every channel of the same
+    pixel: only for a direction whose output is shifted down a row (see the module docstring).
     """
 
     def __init__(self, in_features: int, hidden: int, data_channels: int, image_channels: int = 0):
         super().__init__(in_features, hidden, data_channels, 1, 2, state_padding=1)
         self.image_to_state = nn.Conv2d(image_channels, 4 * hidden, 1, bias=False) if image_channels else None
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)
-        batch, _, height, width = x.shape
-        # A 1x1 conv commutes with skewing, and is cheaper on the unskewed map.
-        gates_in = self.input_to_state(x)  # (B, 4h, H, W)
+    def input_gates(self, x: torch.Tensor, image: torch.Tensor | None, order: torch.Tensor) -> torch.Tensor:
+        """The 1x1 input-to-state convs at the pixels `order` (N,) of raster maps x (in, H*W, B) and
+        image (C, H*W, B) -> (4h, N, B)."""
+        conv = self.input_to_state
+        gates = torch.addmm(conv.bias[:, None], conv.masked_weight()[:, :, 0, 0], x.index_select(1, order).flatten(1))
         if self.image_to_state is not None:
-            gates_in = gates_in + self.image_to_state(image)
-        gates_in = skew(gates_in)  # (B, 4h, H, D), D = W+H-1 diagonals
-        # Skewed positions outside the image hold the initial state, so that the pixels of
-        # column 0 see (h0, c0) on their left.
-        inside = skew(x.new_ones(1, 1, height, width)).bool()[0, 0]  # (H, D)
-        h0, c0 = self.h0.expand(batch, -1, height), self.c0.expand(batch, -1, height)
-        h, c = h0, c0  # (B, h, H): states of the previous diagonal, row by row
-        columns = []
-        for gates_col, inside_col in zip(gates_in.unbind(dim=3), inside.unbind(dim=1)):  # (B, 4h, H), (H,)
-            # Zero row on top: the 2x1 kernel at row r reads h[r-1] (above) and h[r] (left); the
-            # conv pads both ends, and the output past the bottom row is dropped.
-            h, c = self.cell(gates_col + self.state_to_state(h)[..., :-1], c)
-            h, c = torch.where(inside_col, h, h0), torch.where(inside_col, c, c0)
-            columns.append(h)
-        return unskew(torch.stack(columns, dim=3), width)  # (B, h, H, W)
+            gates = gates.addmm(self.image_to_state.weight[:, :, 0, 0], image.index_select(1, order).flatten(1))
+        return gates.view(-1, len(order), x.shape[2])
 
 
 class DiagonalBiLSTMLayer(nn.Module):
@@ -97,11 +90,46 @@ class DiagonalBiLSTMLayer(nn.Module):
         self.right_to_left = DiagonalLSTM(in_features, hidden, data_channels, image_channels)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)
-        left = self.left_to_right(x)  # (B, h, H, W): pixels above-left, and this one
-        # Mirroring is harmless to the 1x1 input convs; the mirrored state at (r, c) covers pixels
-        # (r' <= r, c' >= c), including the future of row r, hence the shift.
-        right = self.right_to_left(x.flip(3), None if image is None else image.flip(3)).flip(3)  # (B, h, H, W)
-        return left + shift_down(right)
+        # left (h, B, H, W): pixels above-left, and this one; right: above-right, including the
+        # future of row r, hence the shift.
+        left, right = self.scan(x, image)
+        return (left + shift_down(right)).transpose(0, 1)  # (B, h, H, W)
+
+    def scan(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, in, H, W), image (B, C, H, W) -> the states (2, h, B, H, W) of the left-to-right
+        and (unmirrored) right-to-left scans, both diagonal by diagonal (module docstring)."""
+        lstms = self.left_to_right, self.right_to_left
+        batch, _, height, width = x.shape
+        order = scan_order(height, width, x.device)  # (2, N)
+        # Batch innermost: picking a pixel copies one run of B values, and a diagonal's rows and the
+        # batch flatten into one matmul dimension without a copy.
+        x = x.permute(1, 2, 3, 0).flatten(1, 2)  # (in, H*W, B): raster order
+        image = None if image is None else image.permute(1, 2, 3, 0).flatten(1, 2)
+        # Mirroring is harmless to the 1x1 input convs: the right-to-left scan reads its pixels in mirrored order.
+        gates_in = torch.stack([lstm.input_gates(x, image, o) for lstm, o in zip(lstms, order)])  # (2, 4h, N, B)
+        weight = torch.stack([lstm.state_to_state.weight.transpose(1, 2).flatten(1) for lstm in lstms])  # (2, 4h, 2*h)
+        h0 = torch.stack([lstm.h0 for lstm in lstms])[..., None].expand(-1, -1, 1, batch)  # (2, h, 1, B)
+        c0 = torch.stack([lstm.c0 for lstm in lstms])[..., None].expand(-1, -1, 1, batch)
+        no_row = torch.zeros_like(h0)  # the state above row 0: the conv's zero padding
+        h = c = h0[:, :, :0]  # (2, h, rows, B): the previous diagonal's states, rows lo_prev .. hi_prev
+        lo_prev, hi_prev, states = 0, -1, []
+        lengths = [min(d, height - 1) - max(0, d - width + 1) + 1 for d in range(height + width - 1)]
+        for d, gates_d in enumerate(gates_in.split(lengths, dim=2)):  # (2, 4h, rows lo .. hi, B)
+            lo, hi = max(0, d - width + 1), min(d, height - 1)
+            # Row r reads rows r-1 (above) and r (beside) of the previous diagonal: rows lo-1 .. hi,
+            # where row -1 is zero padding and a new bottom row d, the left edge, gets (h0, c0).
+            grows = hi > hi_prev
+            ext = cat([no_row] * (lo == 0) + [h] + [h0] * grows, dim=2)  # (2, h, hi-lo+2, B)
+            # The 2x1 conv as one matmul over each row's states above and beside: (2, 2*h, rows*B).
+            window = torch.cat([ext[:, :, :-1], ext[:, :, 1:]], dim=1).flatten(2)
+            gates = torch.baddbmm(gates_d.flatten(2), weight, window).view_as(gates_d)  # (2, 4h, hi-lo+1, B)
+            c_beside = cat([c[:, :, lo - lo_prev :]] + [c0] * grows, dim=2)  # (2, h, hi-lo+1, B)
+            h, c = self.left_to_right.cell(gates, c_beside)
+            states.append(h)
+            lo_prev, hi_prev = lo, hi
+        states = torch.cat(states, dim=2)  # (2, h, N, B): scan order
+        raster = torch.stack([s.index_select(1, o.argsort()) for s, o in zip(states, order)])  # (2, h, N, B)
+        return raster.unflatten(2, (height, width)).permute(0, 1, 4, 2, 3)
 
     def cached_step(self, batch: int, height: int, width: int) -> DiagonalBiLSTMAtPosition:
         return DiagonalBiLSTMAtPosition(self, batch, height, width)

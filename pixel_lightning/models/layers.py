@@ -178,7 +178,13 @@ class OutputStack(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
         for conv in self.hidden:
             h = conv(F.relu(h))  # (B, hidden, H, W)
-        return self.layout(self.logits(F.relu(h)))  # (B, C*K, H, W) -> logits
+        if self.levels == 2:
+            return self.logits(F.relu(h))  # (B, C, H, W)
+        # The same maps level-major, (B, K*C, H, W), so that the logits (B, K, C, H, W) are a plain
+        # view: the softmax over K copies `layout`'s transposed one, forward and backward.
+        order = torch.arange(self.logits.out_channels, device=h.device).view(self.data_channels, -1).t().flatten()
+        logits = F.conv2d(F.relu(h), self.logits.masked_weight()[order], self.logits.bias[order])
+        return logits.unflatten(1, (self.levels, self.data_channels))
 
     def layout(self, logits: torch.Tensor) -> torch.Tensor:
         """The last conv's (B, C*K, ...) maps -> (B, C, ...) if levels == 2 else (B, K, C, ...)."""

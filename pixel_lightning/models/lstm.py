@@ -63,7 +63,8 @@ class LSTM(nn.Module):
         # unbind, not slices: its backward is one stack, where slices' fill zeros and copy per gate.
         o, *forget, i, g = gates.unflatten(1, (-1, self.hidden)).unbind(1)
         o, i, g = torch.sigmoid(o), torch.sigmoid(i), torch.tanh(g)
-        c = i * g + sum(torch.sigmoid(f) * c for f, c in zip(forget, c_prev, strict=True))
+        # i * g starts the sum: a plain sum() would first add 0, one more op forward and backward.
+        c = sum((torch.sigmoid(f) * c for f, c in zip(forget, c_prev, strict=True)), i * g)
         return o * torch.tanh(c), c
 
 
