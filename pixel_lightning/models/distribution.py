@@ -32,7 +32,6 @@ def check_drawable(logits: torch.Tensor) -> None:
         )
 
 
-
 class AutoregressiveDistribution(nn.Module):
     """p(x) of `net`: float images (B, C, H, W) -> logits (B, C, H, W) if K == 2 else (B, K, C, H, W).
 
