@@ -7,8 +7,9 @@ For each model (a name of `conf/model/`, e.g. pixelcnn, row_lstm, diagonal_bilst
 - training images/s (median step: log_prob, backward, Adam step) and peak memory, eager and with
   `torch.compile`, each in a fresh process so that its peak memory is its own;
 - Lightning's overhead: the median step of `Trainer.fit` over the median step of a plain PyTorch
-  loop training the same net on the same batches, side by side in one process, in alternating
-  rounds (--overhead-rounds) so that drift on a shared machine hits both alike (1.0 = none);
+  loop training the same net on the same batches, side by side in one process, step for step
+  (one plain step before each of Lightning's) so that drift on a shared machine hits both alike
+  (1.0 = none);
 - sampling images/s, naive and cached, with their ratio, side by side in one process, and whether
   both drew the same levels (they must, for the same weights and seed);
 - the DataModule's training loader alone, images/s (real data under PIXEL_DATA_DIR), to show that
@@ -138,28 +139,6 @@ def train_speed(job: tuple[str, str, bool, argparse.Namespace]) -> dict:
     }
 
 
-class StepTimes:
-    """A Lightning callback recording when each training batch starts (the loader's fetch included)."""
-
-    def __init__(self):
-        import pytorch_lightning as pl
-
-        class Callback(pl.Callback):
-            def on_train_batch_start(inner, *_):  # noqa: N805
-                self.starts.append(time.perf_counter())
-
-            def on_train_end(inner, *_):  # noqa: N805
-                self.starts.append(time.perf_counter())
-
-        self.starts: list[float] = []
-        self.callback = Callback()
-
-
-def step_times(starts: list[float], warmup: int) -> list[float]:
-    """Seconds from each batch's start to the next's (the last: to the end), after `warmup` batches."""
-    return [b - a for a, b in zip(starts[warmup:], starts[warmup + 1 :])]
-
-
 def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
     """Lightning's overhead and naive against cached sampling, in one process."""
     import pytorch_lightning as pl
@@ -167,42 +146,54 @@ def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
 
     model_name, data_name, args = job
     device = setup(args)
-    steps = args.warmup + args.steps
+    steps = args.warmup + args.steps + 1  # the last batch only ends the last timed interval
     module = build(model_name, data_name, args)
     batches = random_batches(module, steps, args.batch_size)
 
     def loader() -> DataLoader:  # the same batches, in order, as a DataLoader like the DataModule's
         return DataLoader(torch.cat(batches), batch_size=args.batch_size, shuffle=False)
 
-    # A plain PyTorch loop over the same net and batches, against Trainer.fit, in alternating
-    # rounds (plain first, then Lightning first, ...): drift of a shared machine hits both alike.
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    # A plain PyTorch loop over the same net and batches, one step of it before each of Lightning's:
+    # a shared machine's drift (blocks of identical steps differ by +-5% here) hits both alike.
     plain = build(model_name, data_name, args).to(device)
     optimizer = plain.configure_optimizers()
-
-    def plain_steps() -> list[float]:
-        starts = []
-        for batch in loader():
-            starts.append(time.perf_counter())
-            optimizer.zero_grad(set_to_none=True)
-            loss_of(plain, batch.to(device)).backward()
-            optimizer.step()
-        return step_times(starts + [time.perf_counter()], args.warmup)
-
-    def fit_steps() -> list[float]:
-        timer = StepTimes()
-        trainer = pl.Trainer(
-            accelerator=device.type, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer.callback],
-        )  # fmt: skip
-        trainer.fit(module, train_dataloaders=loader())
-        return step_times(timer.starts, args.warmup)
-
+    plain_batches = iter(loader())
     plain_times, fit_times = [], []
-    for round_ in range(args.overhead_rounds):
-        order = (plain_steps, fit_steps) if round_ % 2 == 0 else (fit_steps, plain_steps)
-        for measure in order:
-            (plain_times if measure is plain_steps else fit_times).extend(measure())
+
+    def step_plain_loop() -> None:
+        start = time.perf_counter()
+        batch = next(plain_batches).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(plain, batch).backward()
+        optimizer.step()
+        sync()
+        plain_times.append(time.perf_counter() - start)
+
+    class Interleave(pl.Callback):
+        """Lightning's step: from the end of the plain step to the next batch's start (its fetch,
+        training_step, backward, optimizer step, hooks and logging)."""
+
+        step_end = None
+
+        def on_train_batch_start(self, *_) -> None:
+            sync()
+            if self.step_end is not None:
+                fit_times.append(time.perf_counter() - self.step_end)
+            step_plain_loop()
+            self.step_end = time.perf_counter()
+
+    trainer = pl.Trainer(
+        accelerator=device.type, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[Interleave()],
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=loader())
+    plain_times, fit_times = plain_times[args.warmup : args.warmup + args.steps], fit_times[args.warmup :]
     plain_step, fit_step = statistics.median(plain_times), statistics.median(fit_times)
+    overhead = statistics.median(f / p for f, p in zip(fit_times, plain_times))
 
     module = module.to(device)
     times, levels = {}, {}
@@ -214,7 +205,7 @@ def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
     return {
         "plain_loop_step_ms": round(1000 * plain_step, 2),
         "lightning_step_ms": round(1000 * fit_step, 2),
-        "lightning_overhead": round(fit_step / plain_step, 3),
+        "lightning_overhead": round(overhead, 3),
         "sample_images": args.sample_images,
         "naive_sample_images_per_s": round(args.sample_images / times["naive"], 3),
         "cached_sample_images_per_s": round(args.sample_images / times["cached"], 3),
@@ -265,10 +256,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, help="h of every model (default: each model's config)")
     parser.add_argument("--layers", type=int, help="layers of every model (default: each model's config)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--overhead-rounds", type=int, default=3,
-                        help="alternating rounds of the plain loop and Trainer.fit (each: warmup + steps)")
     parser.add_argument("--sample-images", type=int, default=64, help="images sampled by each method")
     parser.add_argument("--loader-batches", type=int, default=50)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
