@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))  # run from anywhere: this checkout's package, not
 MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
 DATA = ["binarized_mnist", "cifar10"]
 FIELDS = (
-    "model", "data", "hidden", "layers", "params", "batch_size", "device", "threads", "memory",
+    "model", "data", "image_shape", "hidden", "layers", "params", "batch_size", "device", "threads", "memory",
     "train_images_per_s", "peak_memory_mb", "compiled_train_images_per_s", "compiled_peak_memory_mb",
     "plain_loop_step_ms", "lightning_step_ms", "lightning_overhead",
     "sample_images", "naive_sample_images_per_s", "cached_sample_images_per_s", "cached_speedup",
@@ -74,6 +74,8 @@ def build(model: str, data: str, args: argparse.Namespace):
     from pixel_lightning.models import AutoregressiveImageModel
 
     net, data_cfg = configs(model, data, args)
+    if args.image_size:  # the batches are synthetic: any size the net takes
+        data_cfg.update(height=args.image_size, width=args.image_size)
     torch.manual_seed(0)
     return AutoregressiveImageModel(net, {"_target_": "torch.optim.Adam", "lr": 1e-3}, data_cfg)
 
@@ -132,6 +134,7 @@ def train_speed(job: tuple[str, str, bool, argparse.Namespace]) -> dict:
         "params": sum(p.numel() for p in module.parameters()),
         "hidden": module.hparams.net.get("hidden"),
         "layers": module.hparams.net.get("layers"),
+        "image_shape": "x".join(map(str, module.image_shape)),
         "memory": "cuda_max_allocated" if cuda else "cpu_max_rss_growth",
         # The median step: robust to other processes briefly taking the (shared) CPU cores.
         f"{prefix}train_images_per_s": round(args.batch_size / statistics.median(times), 2),
@@ -255,6 +258,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps: that everything runs")
     parser.add_argument("--hidden", type=int, help="h of every model (default: each model's config)")
     parser.add_argument("--layers", type=int, help="layers of every model (default: each model's config)")
+    parser.add_argument("--image-size", type=int,
+                        help="height and width of the training and sampling images (default: the dataset's)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
@@ -271,7 +276,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
             if not (REPO / "conf" / kind / f"{name}.yaml").is_file():
                 parser.error(f"no conf/{kind}/{name}.yaml; choose from the files in conf/{kind}/")
     if args.quick:
-        args.hidden, args.layers = args.hidden or 4, args.layers or 1
+        # 8 x 8 images: the recurrent models' scans, unrolled by torch.compile, compile in seconds
+        args.hidden, args.layers, args.image_size = args.hidden or 4, args.layers or 1, args.image_size or 8
         args.batch_size, args.steps, args.warmup, args.sample_images, args.loader_batches = 4, 2, 1, 2, 5
     return args
 

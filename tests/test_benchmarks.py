@@ -30,6 +30,7 @@ def test_quick_benchmark_reports_every_field(tmp_path):
         assert all(row[key] is not None for key in FIELDS), row
         assert row["sampling_identical"] is True
         assert row["hidden"] == 4 and row["layers"] == 1  # --quick sizes, whatever the configs say
+        assert row["image_shape"] == "1x8x8"
         for key in FIELDS:
             if key.endswith(("_per_s", "_ms", "overhead", "speedup")):
                 assert row[key] > 0, key
