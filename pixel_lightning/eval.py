@@ -13,9 +13,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 from pixel_lightning.callbacks.run_record import RunRecord
 from pixel_lightning.checkpoint import model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import CheckpointError
-from pixel_lightning.records import RECORD_NAME, quality_line, read_record
-from pixel_lightning.safe_config import check_buildable
-from pixel_lightning.train import (
+from pixel_lightning.jobs import (
     check_settings,
     drop_log_file_on_worker_ranks,
     finish_wandb,
@@ -23,6 +21,8 @@ from pixel_lightning.train import (
     report_no_likelihood,
     report_test,
 )
+from pixel_lightning.records import RECORD_NAME, quality_line, read_record
+from pixel_lightning.safe_config import check_buildable
 
 log = logging.getLogger(__name__)
 

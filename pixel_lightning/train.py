@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,63 +12,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.wandb_run_id import WANDB_RUN_ID
 from pixel_lightning.checkpoint import check_fits, check_resumable, read_checkpoint
 from pixel_lightning.errors import UserError
+from pixel_lightning.jobs import (
+    check_settings,
+    drop_log_file_on_worker_ranks,
+    finish_wandb,
+    make_trainer,
+    report_no_likelihood,
+    report_test,
+)
 from pixel_lightning.records import RECORD_NAME, quality_line, read_record
-from pixel_lightning.settings import check_setting
 
 log = logging.getLogger(__name__)
-
-
-def drop_log_file_on_worker_ranks() -> None:
-    """DDP worker processes (rank > 0, re-started by Lightning as Hydra jobs of the same folder)
-    write no log file: the folder's files come from rank zero only."""
-    if rank_zero_only.rank == 0:
-        return
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
-        root.removeHandler(handler)
-        handler.close()
-
-
-def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a config group such as `callbacks` or `logger` (null -> [])."""
-    if not group:
-        return []
-    return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
-
-
-# Settings whose wrong type would otherwise surface as an assertion deep inside Lightning or torch.
-INTEGER_SETTINGS = ("seed", "trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.num_nodes",
-                    "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps", "trainer.accumulate_grad_batches",
-                    "trainer.num_sanity_val_steps")
-NUMBER_SETTINGS = ("trainer.gradient_clip_val", "trainer.val_check_interval", "trainer.limit_train_batches",
-                   "trainer.limit_val_batches", "trainer.limit_test_batches")
-BOOLEAN_SETTINGS = ("test", "trust_checkpoint")
-
-
-def check_settings(cfg: DictConfig) -> None:
-    """Reject mistyped values of common settings with a message instead of a traceback."""
-    for key in INTEGER_SETTINGS:
-        check_setting(cfg, key, "integer", 10, nullable=True)
-    for key in NUMBER_SETTINGS:
-        check_setting(cfg, key, "number", 10, nullable=True)
-    if "optimizer" in cfg:  # eval.py's config has no optimizer and no `test`
-        check_setting(cfg, "optimizer.lr", "number", 0.001, above=0)
-    for key in BOOLEAN_SETTINGS:
-        if key in cfg:
-            check_setting(cfg, key, "boolean", "true")
-
-
-def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
-    """The configured trainer with the `callbacks` and `logger` groups; returns it and the loggers."""
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
 
 
 def prepare_resume(cfg: DictConfig) -> None:
@@ -87,15 +45,6 @@ def continue_wandb_run(cfg: DictConfig, run_id: str | None) -> None:
         if run_id and entry and str(entry.get("_target_", "")).endswith("WandbLogger"):
             with open_dict(entry):
                 entry.id, entry.resume = run_id, "allow"
-
-
-def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
-    """Close the W&B run of this job, so multirun jobs each get their own complete run. A failed
-    job exits its run with code 1, so the dashboard (and `wandb sync`) shows it as failed."""
-    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
-        import wandb
-
-        wandb.finish(exit_code=1 if failed else 0)
 
 
 def check_resume(cfg: DictConfig) -> dict[str, Any]:
@@ -196,14 +145,3 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float] | None) -> float 
         log.error("optimized_metric=%s was not logged; the job logged: %s", name, ", ".join(sorted(metrics)))
         return None
     return metrics[name]
-
-
-def report_no_likelihood(model: pl.LightningModule) -> None:
-    """The `Test NLL` line of a model that has no likelihood (the DCGAN): no number, never a made-up one."""
-    print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
-
-
-def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:
-    nll, bpd = metrics.get("test/nll", math.nan), metrics.get("test/bpd", math.nan)
-    source = f" ({kind} {checkpoint})" if checkpoint else ""
-    print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{source}", flush=True)

@@ -134,7 +134,7 @@ def test_cifar_paper_presets_start_training(experiment, tmp_path):
 @pytest.mark.parametrize("override", ["trainer.max_epochs=abc", "seed=1.5", "trainer.gradient_clip_val=true"])
 def test_mistyped_settings_are_user_errors(override, tmp_path):
     from pixel_lightning.errors import UserError
-    from pixel_lightning.train import check_settings
+    from pixel_lightning.jobs import check_settings
 
     with pytest.raises(UserError, match=override.split("=")[0] + " must be"):
         check_settings(compose_train([override], tmp_path))
