@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
+from pixel_lightning.callbacks.restored_paths import RestoredPathGuard
 from pixel_lightning.settings import check_setting
 
 
@@ -56,8 +57,9 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
-    """The configured trainer with the `callbacks` and `logger` groups; returns it and the loggers."""
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    """The configured trainer with the `callbacks` and `logger` groups; returns it and the loggers.
+    RestoredPathGuard is always there: a resume checkpoint's paths never reach ModelCheckpoint unchecked."""
+    callbacks = [*instantiate_group(cfg.get("callbacks")), RestoredPathGuard()]
     loggers = instantiate_group(cfg.get("logger"))
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
 
@@ -78,6 +80,6 @@ def report_no_likelihood(model: pl.LightningModule) -> None:
 
 def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:
     nll, bpd = metrics.get("test/nll", math.nan), metrics.get("test/bpd", math.nan)
-    source = f" ({kind} {checkpoint})" if checkpoint else ""
+    source = f" ({kind} {checkpoint})" if checkpoint else " (final weights: no best checkpoint in the run's folder)"
     print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{source}", flush=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,11 @@ def prepare_resume(cfg: DictConfig) -> None:
 
 def continue_wandb_run(cfg: DictConfig, run_id: str | None) -> None:
     """Set the W&B logger of `cfg` (if any) to resume the run `run_id` (its metrics continue at the
-    restored trainer/global_step)."""
+    restored trainer/global_step). The id comes from a file and names W&B's run folder: anything but
+    a plain id is ignored, with a warning (the job then starts a new W&B run)."""
+    if run_id is not None and not (isinstance(run_id, str) and re.fullmatch(r"[\w.-]{1,128}", run_id)):
+        log.warning("The resume checkpoint's W&B run id %.80r is not a plain id; a new W&B run is started", run_id)
+        run_id = None
     for entry in (cfg.get("logger") or {}).values():
         if run_id and entry and str(entry.get("_target_", "")).endswith("WandbLogger"):
             with open_dict(entry):

@@ -36,6 +36,23 @@ def tiny_model(
     )
 
 
+def tiny_binarized_mnist(folder: Path, monkeypatch, size: int = 16) -> Path:
+    """A binarized-MNIST data folder of `size` random images per split (the expected split sizes
+    patched to match): a whole training run in-process without the real files' seconds of parsing."""
+    import numpy as np
+
+    from pixel_lightning.data import BinarizedMNISTDataModule
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(BinarizedMNISTDataModule, "expected_sizes", dict.fromkeys(("train", "valid", "test"), size))
+    for split in ("train", "valid", "test"):
+        rows = rng.integers(0, 2, (size, 28 * 28)).astype(str)
+        path = folder / "binarized_mnist" / f"binarized_mnist_{split}.amat"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(" ".join(row) + "\n" for row in rows))
+    return folder
+
+
 def wandb_records(run_dir: Path):
     """Decode the records of an offline W&B run file (`run-*.wandb`).
 

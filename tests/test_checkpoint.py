@@ -6,6 +6,7 @@ import pytest
 import torch
 from support import tiny_model
 
+from pixel_lightning.callbacks.restored_paths import RestoredPathGuard, confine_path, confine_state
 from pixel_lightning.checkpoint import check_fits, load_model, model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import CheckpointError, OutputError
 from pixel_lightning.models import AutoregressiveDistribution
@@ -201,3 +202,87 @@ def test_an_unwritable_checkpoint_folder_stops_training_with_one_paragraph(tmp_p
     images = torch.utils.data.DataLoader(torch.randint(0, 2, (4, 1, 4, 4)), batch_size=4)
     with pytest.raises(OutputError, match=r"^Could not write the checkpoint .*a-file/checkpoints/\S+\.ckpt: Not a dir"):
         trainer.fit(tiny_model(), images)
+
+
+# ---------------------------------------------------------------- paths restored from a resume checkpoint
+
+
+def fit_and_checkpoint(dirpath, ckpt_path=None, epochs: int = 1, guard: bool = True) -> None:
+    """Fit a tiny model with the checkpoint callbacks of conf/callbacks/default.yaml (best by a
+    monitored metric, top 1, plus last.ckpt; and last.ckpt every step), one batch per epoch."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    callbacks = [
+        ModelCheckpoint(dirpath=dirpath, filename="epoch_{epoch:03d}", monitor="train/loss", save_top_k=1,
+                        save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
+        ModelCheckpoint(dirpath=dirpath, filename="last", every_n_train_steps=1, enable_version_counter=False),
+    ] + ([RestoredPathGuard()] if guard else [])
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=dirpath)
+    images = torch.utils.data.DataLoader(torch.randint(0, 2, (4, 1, 4, 4)), batch_size=4)
+    trainer.fit(tiny_model(), images, ckpt_path=ckpt_path)
+
+
+def craft_resume_checkpoint(path, outside) -> dict:
+    """Rewrite the checkpoint-callback states of the resume checkpoint `path` (of a run beside the
+    folder `outside`) to name files in `outside` by each route Lightning deletes through: `..` (the
+    k-th best, replaced by any better score; last.ckpt, here a folder: removed recursively) and a
+    `local://` URL (the previous file of a monitor-less checkpoint callback). Returns the victims."""
+    victims = {"kth": outside / "kth.ckpt", "last": outside / "folder", "url": outside / "url.ckpt"}
+    for victim in victims.values():
+        file = victim / "kept.txt" if victim.name == "folder" else victim
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("precious")
+    checkpoint = torch.load(path, weights_only=True)
+    for state in checkpoint["callbacks"].values():
+        escape = f"{state['dirpath']}/../../{outside.name}"  # lexically inside the checkpoint folder
+        if state["monitor"]:
+            kth, worst = f"{escape}/{victims['kth'].name}", torch.tensor(float("inf"))
+            state.update(best_k_models={kth: worst}, kth_best_model_path=kth, kth_value=worst, best_model_path=kth,
+                         last_model_path=f"{escape}/{victims['last'].name}")
+        else:
+            state["best_model_path"] = f"local://{victims['url']}"
+    torch.save(checkpoint, path)
+    return victims
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_a_crafted_resume_checkpoint_deletes_nothing_outside_the_run(guard, tmp_path, caplog):
+    """Without the guard (the control) Lightning deletes every victim; with it, none, and the run
+    goes on with its own checkpoints."""
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    fit_and_checkpoint(run / "checkpoints")
+    path = run / "checkpoints" / "last.ckpt"
+    victims = craft_resume_checkpoint(path, outside)
+    fit_and_checkpoint(run / "checkpoints", ckpt_path=path, epochs=2, guard=guard)
+    survivors = {name for name, victim in victims.items() if victim.exists()}
+    if not guard:
+        assert survivors == set(), "the control: the crafted paths must really be deleted"
+        return
+    assert survivors == set(victims)
+    assert (outside / "folder" / "kept.txt").read_text() == "precious"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"]
+    (warning,) = [r.getMessage() for r in caplog.records if "outside this run's checkpoint folder" in r.getMessage()]
+    assert all(victim.name in warning for victim in victims.values())
+
+
+def test_honest_checkpoint_states_are_kept_and_moved_ones_rebased(tmp_path):
+    old, new = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
+    fit_and_checkpoint(old)
+    states = torch.load(old / "last.ckpt", weights_only=True)["callbacks"]
+    for state in states.values():  # restoring into the same folder: nothing changes
+        copy = {**state, "best_k_models": dict(state["best_k_models"])}
+        assert confine_state(copy, str(old), state["monitor"] and "min") == [] and copy == state
+    (tmp_path / "old").rename(tmp_path / "new")  # the run folder moved: its paths name the old place
+    monitored = next(state for state in states.values() if state["monitor"])
+    moved = confine_state(dict(monitored), str(new), "min")
+    assert moved == []
+    assert confine_path(monitored["best_model_path"], str(old), str(new)) == str(new / "epoch_000.ckpt")
+    assert confine_path(str(new / ".." / "checkpoints" / "epoch_000.ckpt"), None, str(new)) == str(
+        new / "epoch_000.ckpt")  # `..` that stays inside is fine
+    (new / "link.ckpt").symlink_to(tmp_path / "elsewhere.ckpt")
+    (tmp_path / "elsewhere.ckpt").write_text("")
+    assert confine_path(str(new / "link.ckpt"), None, str(new)) is None  # a symlink out is not
+    assert confine_path(str(new / "gone.ckpt"), None, str(new)) is None  # nor a file that is not there
+    assert confine_path(f"file://{new}/epoch_000.ckpt", None, str(new)) is None  # nor any URL

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import REPO, requires_data, wandb_records
+from support import REPO, requires_data, tiny_binarized_mnist, wandb_records
+from test_checkpoint import craft_resume_checkpoint
 from test_cli import assert_ok, assert_user_error, run
+from test_configs import compose_train
 
 from pixel_lightning.checkpoint import check_resumable, read_checkpoint
 from pixel_lightning.config import unique_run_dir
 from pixel_lightning.errors import CheckpointError
+from pixel_lightning.train import continue_wandb_run, train
 
 EPOCHS, BATCHES, EVERY = 2, 4, 2  # 8 steps in all; last.ckpt every 2 steps and at each epoch end
 
@@ -99,3 +102,49 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     assert [f.name for f in folders] == ["2026-01-02_03-04-05", "2026-01-02_03-04-05_1", "2026-01-02_03-04-05_2"]
     assert all(f.is_dir() for f in folders)
     assert unique_run_dir(str(tmp_path)) == str(folders[-1])  # the same process asks again: the same folder
+
+
+def train_in_process(run_dir: Path, data_dir: Path, *extra: str) -> None:
+    """train.py debug=smoke on tiny data, without logger, sample grids or sample quality."""
+    cfg = compose_train(["debug=smoke", f"paths.data_dir={data_dir}", "data.download=false", "~logger",
+                         "~callbacks.sample_grid", "fid.num_samples=0", "trainer.num_sanity_val_steps=0", *extra],
+                        run_dir)
+    train(cfg)
+
+
+def test_a_moved_run_folder_resumes_and_tests_its_own_best_checkpoint(tmp_path, monkeypatch, capsys):
+    """Its checkpoint names the best one in the old folder: the run finds it in its own folder, or
+    tests its final weights when it is not there, and says which."""
+    data = tiny_binarized_mnist(tmp_path / "data", monkeypatch)
+    train_in_process(tmp_path / "first", data)
+    moved = tmp_path / "moved"
+    (tmp_path / "first").rename(moved)
+    resume = f"ckpt_path={moved / 'checkpoints' / 'last.ckpt'}"
+    capsys.readouterr()
+    train_in_process(moved, data, resume)  # max_epochs reached: nothing to train, only the test
+    assert f"bits/dim (best checkpoint {moved / 'checkpoints' / 'epoch_000.ckpt'})\n" in capsys.readouterr().out
+    (moved / "checkpoints" / "epoch_000.ckpt").unlink()
+    train_in_process(moved, data, resume)
+    assert "bits/dim (final weights: no best checkpoint in the run's folder)\n" in capsys.readouterr().out
+
+
+def test_a_crafted_checkpoint_resumed_into_its_run_deletes_nothing_outside_it(tmp_path, monkeypatch):
+    """train.py always guards the restored paths, whatever the callbacks config (the control that
+    these paths are deleted without the guard: test_checkpoint)."""
+    data, run = tiny_binarized_mnist(tmp_path / "data", monkeypatch), tmp_path / "run"
+    every_step = "callbacks.step_checkpoint.every_n_train_steps=1"  # the monitor-less callback saves too
+    train_in_process(run, data, every_step)
+    path = run / "checkpoints" / "last.ckpt"
+    victims = craft_resume_checkpoint(path, tmp_path / "outside")
+    train_in_process(run, data, every_step, f"ckpt_path={path}", "trainer.max_epochs=2")
+    assert all(victim.exists() for victim in victims.values())
+    assert (run / "checkpoints" / "epoch_001.ckpt").is_file()  # the run went on saving its own
+
+
+def test_only_a_plain_wandb_run_id_from_a_checkpoint_is_continued(tmp_path, caplog):
+    """The id names W&B's run folder: one with a path in it starts a new run instead."""
+    cfg = compose_train([], tmp_path)
+    continue_wandb_run(cfg, "../../elsewhere/x")
+    assert "id" not in cfg.logger.wandb and "not a plain id" in caplog.text
+    continue_wandb_run(cfg, "3kx9q2ab")
+    assert cfg.logger.wandb.id == "3kx9q2ab" and cfg.logger.wandb.resume == "allow"
