@@ -82,9 +82,14 @@ def _is_plain_pickle(path: Path) -> bool:
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
     return CheckpointError(
         f"Checkpoint '{path}' could not be read: it is truncated or corrupt ({type(err).__name__}: "
-        f"{str(err).splitlines()[0] if str(err) else 'no detail'}). Use another checkpoint of the run, "
+        f"{_first_line(err)}). Use another checkpoint of the run, "
         "e.g. the best epoch_*.ckpt or last.ckpt beside it."
     )
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error's text that says something (torch's often start with a blank one)."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), "no detail")
 
 
 #: The modules a checkpoint can rebuild, by the `module` its hyper-parameters name (checkpoints
@@ -118,13 +123,34 @@ def model_from_checkpoint(
         check_buildable(arguments, f"Checkpoint '{path}'", "hyper_parameters")
     try:
         model = module_class(**arguments)
-        model.load_state_dict(state)
-    except Exception as err:  # any mismatch between the file and this code
+    except Exception as err:  # settings this code cannot build
         raise CheckpointError(
-            f"Checkpoint '{path}' does not fit this version of pixel-lightning: {type(err).__name__}: "
-            f"{str(err).splitlines()[0]}. Sample with the code version that trained it, or retrain."
+            f"Checkpoint '{path}' does not fit this version of pixel-lightning: its hyper-parameters do not build a "
+            f"model here ({type(err).__name__}: {_first_line(err)}). Use the code version that trained it, or retrain."
         ) from err
+    mismatch = weights_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(
+            f"Checkpoint '{path}' holds weights that do not fit the model of its own hyper-parameters: {mismatch}. "
+            "The file was altered, or written by a version of pixel-lightning with another architecture. Use "
+            "another checkpoint of the run (last.ckpt or an epoch_*.ckpt), or the code version that wrote it."
+        )
+    model.load_state_dict(state)
     return model
+
+
+def weights_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> str | None:
+    """The first difference between the weights a model has (`expected`) and those of a file
+    (`found`): a missing, misshapen or extra tensor, with its shapes; None when they fit."""
+    for name, tensor in expected.items():
+        if name not in found:
+            return f"it lacks {name} (shape {tuple(tensor.shape)})"
+        value = found[name]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+            shown = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+            return f"{name} is {shown} in the file but shape {tuple(tensor.shape)} in the model"
+    extra = next((name for name in found if name not in expected), None)
+    return f"it holds {extra}, which the model does not have" if extra else None
 
 
 def check_fits(hparams: Mapping[str, Any], config: Mapping[str, Any], path: str | os.PathLike, fix: str) -> None:

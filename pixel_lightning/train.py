@@ -16,7 +16,7 @@ from pytorch_lightning.strategies.launchers.subprocess_script import _Subprocess
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.wandb_run_id import WANDB_RUN_ID
-from pixel_lightning.checkpoint import check_fits, check_resumable, read_checkpoint
+from pixel_lightning.checkpoint import check_fits, check_resumable, model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import UserError
 from pixel_lightning.jobs import (
     check_settings,
@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 
 def prepare_resume(cfg: DictConfig) -> None:
     """Before anything starts: refuse a file that cannot resume this fit (check_resume, then the
-    trainer state), and point the W&B logger at the checkpoint's run so the job continues it."""
+    trainer state, then weights that do not fit its own settings), and point the W&B logger at the
+    checkpoint's run so the job continues it."""
     checkpoint = check_resume(cfg)
     check_resumable(checkpoint, cfg.ckpt_path)  # weights-only, or written by another program
+    model_from_checkpoint(checkpoint, cfg.ckpt_path, trust=cfg.trust_checkpoint)  # its weights fit its settings
     continue_wandb_run(cfg, checkpoint.get(WANDB_RUN_ID))
 
 

@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes, weights-only loading, and clear errors for bad files."""
 
 import errno
+import re
 
 import pytest
 import torch
@@ -92,10 +93,11 @@ def test_foreign_and_incompatible_checkpoints_are_explained(tmp_path):
         load_model(foreign)
 
     checkpoint = model_checkpoint(tiny_model())
-    checkpoint["state_dict"].pop("net.input_conv.weight")
+    shape = tuple(checkpoint["state_dict"].pop("net.input_conv.weight").shape)
     incompatible = tmp_path / "incompatible.ckpt"
     torch.save(checkpoint, incompatible)
-    with pytest.raises(CheckpointError, match="does not fit this version"):
+    with pytest.raises(CheckpointError, match=rf"do not fit the model of its own hyper-parameters: it lacks "
+                       rf"net\.input_conv\.weight \(shape {re.escape(str(shape))}\)\. "):
         load_model(incompatible)
 
 

@@ -1,9 +1,12 @@
 """The pipelines refuse unusable inputs before doing any work: a resume checkpoint of another
-model, a crafted checkpoint handed to sample.py. In-process, on composed configs (fast)."""
+model or with weights that do not fit its own settings, a crafted checkpoint handed to sample.py.
+In-process, on composed configs (fast)."""
 
 import hydra
 import pytest
+import pytorch_lightning as pl
 import torch
+from support import tiny_binarized_mnist
 from test_configs import compose_train
 
 from pixel_lightning.errors import CheckpointError, DataError
@@ -54,3 +57,19 @@ def test_sample_refuses_a_crafted_checkpoint_unless_trusted(trusted, tmp_path, m
                            r"eval_batch_size\._target_\).*trust_checkpoint=true"):
             sample(cfg)
         assert not marker.exists()
+
+
+def test_resuming_weights_that_do_not_fit_their_own_settings_names_the_tensor_and_both_shapes(tmp_path, monkeypatch):
+    data = tiny_binarized_mnist(tmp_path / "data", monkeypatch)  # without the check Lightning fails on the weights
+    path, checkpoint = checkpoint_of([], tmp_path)
+    checkpoint |= {"optimizer_states": [], "lr_schedulers": [], "loops": {}, "epoch": 0, "global_step": 0,
+                   "pytorch-lightning_version": pl.__version__}
+    checkpoint["state_dict"]["net.input_conv.weight"] = torch.zeros(3, 2, 1)  # edited: no longer the net's
+    torch.save(checkpoint, path)
+    run_dir = tmp_path / "run"
+    with pytest.raises(CheckpointError) as error:
+        train(compose_train(["~logger", f"ckpt_path={path}", f"paths.data_dir={data}", "data.download=false"], run_dir))
+    shape = tuple(hydra.utils.instantiate(compose_train([], tmp_path).model).net.input_conv.weight.shape)
+    assert f"net.input_conv.weight is shape (3, 2, 1) in the file but shape {shape} in the model." in str(error.value)
+    assert "this version of pixel-lightning" not in str(error.value) and "\n" not in str(error.value)
+    assert not run_dir.exists(), "nothing may be written before the refusal"
