@@ -12,7 +12,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,34 @@ def weights_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, A
     return f"it holds {extra}, which the model does not have" if extra else None
 
 
+def saved_data(checkpoint: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The data config a checkpoint was trained with, as one that names its data module
+    (`_target_`): the model's `data` hyper-parameter, or else the run record's copy (older DCGAN
+    checkpoints keep only the image shape in their hyper-parameters)."""
+    hparams, record = checkpoint.get("hyper_parameters"), checkpoint.get("run_record")
+    for data in (hparams.get("data") if isinstance(hparams, Mapping) else None,
+                 record.get("data") if isinstance(record, Mapping) else None):
+        if isinstance(data, Mapping) and "_target_" in data:
+            return data
+    return None
+
+
+def data_config(checkpoint: Mapping[str, Any], path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
+    """The data config (saved_data) to rebuild the datamodule of a checkpoint read from `path`,
+    checked to build only the project's classes unless `trust`; a message when it names none."""
+    data = saved_data(checkpoint)
+    if data is None:
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not say which dataset it was trained on: its data settings name no data "
+            "module (no _target_) and it holds no run record of them, so its test images cannot be loaded. Use a "
+            "checkpoint written by this version of train.py."
+        )
+    if not trust:
+        where = "hyper_parameters.data" if data is checkpoint["hyper_parameters"].get("data") else "run_record.data"
+        check_buildable(data, f"Checkpoint '{path}'", where)
+    return dict(data)
+
+
 def check_fits(hparams: Mapping[str, Any], config: Mapping[str, Any], path: str | os.PathLike, fix: str) -> None:
     """Refuse a checkpoint whose model or data differ from those of `config`, naming both sides.
 
@@ -161,14 +189,12 @@ def check_fits(hparams: Mapping[str, Any], config: Mapping[str, Any], path: str 
     entirely, `data` in DATA_IDENTITY, an optimiser or scheduler in its class. `fix` ends the
     message (what to do instead).
     """
-    ours, theirs = {}, {}
-    for key in config:
-        _flatten(_label(key), _identity(key, config[key]), ours)
-        _flatten(_label(key), _identity(key, hparams.get(key, _MISSING)), theirs)
     differences = [
-        f"{name} is {_show(theirs.get(name, _MISSING))} in the checkpoint but {_show(ours.get(name, _MISSING))} here"
-        for name in sorted(set(ours) | set(theirs))
-        if ours.get(name, _MISSING) != theirs.get(name, _MISSING)
+        difference
+        for key in config
+        for difference in _differences(
+            _label(key), _identity(key, hparams.get(key, _MISSING)), _identity(key, config[key])
+        )
     ]
     if differences:
         raise CheckpointError(
@@ -193,13 +219,17 @@ def _identity(key: str, value: Any) -> Any:
     return value
 
 
-def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
-    if isinstance(value, Mapping) and value:
-        for key, item in value.items():
-            _flatten(f"{prefix}.{key}", item, into)
-    else:
-        into[prefix] = value
+def _differences(name: str, theirs: Any, ours: Any) -> Iterator[str]:
+    """Where a checkpoint's setting (`theirs`) and ours differ, at the deepest level where both are
+    mappings: a value that is a mapping on one side only is shown whole, as one difference."""
+    if isinstance(theirs, Mapping) and isinstance(ours, Mapping):
+        for key in dict.fromkeys([*theirs, *ours]):
+            yield from _differences(f"{name}.{key}", theirs.get(key, _MISSING), ours.get(key, _MISSING))
+    elif theirs != ours:
+        yield f"{name} is {_show(theirs)} in the checkpoint but {_show(ours)} here"
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, Mapping) and set(value) == {"_target_"}:  # an optimiser's or scheduler's identity
+        return f"a {value['_target_']}"
     return "not set" if value is _MISSING else "null" if value is None else str(value)

@@ -11,8 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.run_record import RunRecord
-from pixel_lightning.checkpoint import model_from_checkpoint, read_checkpoint
-from pixel_lightning.errors import CheckpointError
+from pixel_lightning.checkpoint import data_config, model_from_checkpoint, read_checkpoint
 from pixel_lightning.jobs import (
     check_settings,
     drop_log_file_on_worker_ranks,
@@ -22,7 +21,6 @@ from pixel_lightning.jobs import (
     report_test,
 )
 from pixel_lightning.records import RECORD_NAME, quality_line, read_record
-from pixel_lightning.safe_config import check_buildable
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +35,7 @@ def evaluate(cfg: DictConfig) -> dict:
     names = checkpoint.get("run_record") or {}
     model = model_from_checkpoint(checkpoint, cfg.ckpt_path, trust=cfg.trust_checkpoint)
     # the checkpoint's data, read from this machine's data folder, with the overrides of eval.yaml's `data`
-    data = model.hparams.data if "_target_" in model.hparams.data else names.get("data")
-    if not data:
-        raise CheckpointError(
-            f"Checkpoint '{cfg.ckpt_path}' does not say which dataset it was trained on (it predates the run "
-            "record). Evaluate a checkpoint written by this version of train.py."
-        )
-    if not cfg.trust_checkpoint:
-        check_buildable(data, f"Checkpoint '{cfg.ckpt_path}'", "run_record.data")
+    data = data_config(checkpoint, cfg.ckpt_path, cfg.trust_checkpoint)
     overrides = {key: value for key, value in cfg.data.items() if value is not None}
     datamodule = hydra.utils.instantiate(dict(data, data_dir=cfg.paths.data_dir) | overrides)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pixel_lightning.checkpoint import model_from_checkpoint, read_checkpoint
+from pixel_lightning.checkpoint import data_config, model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import UserError
 from pixel_lightning.files import atomic_write
 from pixel_lightning.images import make_grid, save_png
@@ -114,7 +114,8 @@ def sample(cfg: DictConfig) -> Path:
                 f"completion.observed_rows must be from 0 to {height - 1} for the {height}-row images of this "
                 f"checkpoint, but it is {observed}. Fix the override, e.g. completion.observed_rows={height // 2}."
             )
-        originals = test_images(checkpoint["hyper_parameters"]["data"], cfg.paths.data_dir, cfg.completion.num_images)
+        data = data_config(checkpoint, cfg.ckpt_path, cfg.trust_checkpoint)
+        originals = test_images(data, cfg.paths.data_dir, cfg.completion.num_images)
         levels = complete_grid(model, originals, observed, cfg.completion.samples_per_image, generator, cfg.method)
         nrow = cfg.completion.samples_per_image + 2
     path = save_png(make_grid(levels, model.levels, nrow=nrow), output_dir / f"{cfg.mode}s.png")

@@ -16,7 +16,13 @@ from pytorch_lightning.strategies.launchers.subprocess_script import _Subprocess
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.wandb_run_id import WANDB_RUN_ID
-from pixel_lightning.checkpoint import check_fits, check_resumable, model_from_checkpoint, read_checkpoint
+from pixel_lightning.checkpoint import (
+    check_fits,
+    check_resumable,
+    model_from_checkpoint,
+    read_checkpoint,
+    saved_data,
+)
 from pixel_lightning.errors import UserError
 from pixel_lightning.jobs import (
     check_settings,
@@ -62,8 +68,11 @@ def check_resume(cfg: DictConfig) -> dict[str, Any]:
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         # model.compile is a speed switch, not part of what a checkpoint holds
         compared = {key: value for key, value in model_cfg.items() if not key.startswith("_") and key != "compile"}
+        hparams, data = checkpoint["hyper_parameters"], saved_data(checkpoint)
+        if data is not None:  # older DCGAN checkpoints name their data module in the run record only
+            hparams = {**hparams, "data": data}
         check_fits(
-            checkpoint["hyper_parameters"], compared, cfg.ckpt_path,
+            hparams, compared, cfg.ckpt_path,
             fix="Resume with the settings of the run that wrote it (its .hydra/config.yaml lists them), "
             "or leave out ckpt_path to start a fresh run.",
         )

@@ -32,3 +32,15 @@ class FitProbe(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         torch.save(self.report, self.path)
+
+
+class CrashAtStep(pl.Callback):
+    """Raises RuntimeError("crash") once `step` optimizer steps are done, before that step's
+    checkpoint (checkpoint callbacks run last): a crash mid-run, for in-process tests."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("crash")

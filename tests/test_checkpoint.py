@@ -152,7 +152,7 @@ def test_crafted_hyper_parameters_are_refused_before_anything_is_built(route, tm
 def test_trusting_a_checkpoint_is_the_only_opt_out(tmp_path):
     path, marker = tmp_path / "crafted.ckpt", tmp_path / "marker"
     torch.save(crafted("net", marker), path)
-    with pytest.raises(CheckpointError, match="does not fit"):  # built (the file was trusted), then unusable
+    with pytest.raises(CheckpointError, match="do not fit"):  # built (the file was trusted), then unusable
         load_model(path, trust=True)
     assert marker.read_text() == "pwned"
 
@@ -189,6 +189,18 @@ def test_a_checkpoint_of_another_model_or_dataset_is_refused_naming_both_sides(t
     with pytest.raises(CheckpointError, match=r"optimizer\._target_ is torch\.optim\.Adam in the checkpoint but "):
         check_fits(hparams, {"optimizer": {"_target_": "torch.optim.SGD", "lr": 5}}, "a.ckpt", fix="Fix.")
     check_fits(hparams, {"optimizer": {"_target_": "torch.optim.Adam", "lr": 5}}, "a.ckpt", fix="Fix.")  # lr may change
+
+
+def test_a_scheduler_on_one_side_only_is_named_as_it_is():
+    step_lr = {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1}
+    hparams = dict(tiny_model().hparams) | {"scheduler": step_lr}
+    with pytest.raises(CheckpointError) as error:
+        check_fits(hparams, {"scheduler": None}, "a.ckpt", fix="Fix.")
+    assert "model.scheduler is a torch.optim.lr_scheduler.StepLR in the checkpoint but null here. Fix." in str(
+        error.value) and "not set" not in str(error.value)
+    with pytest.raises(CheckpointError, match=r"model\.scheduler is null in the checkpoint but a torch\.optim\."
+                       r"lr_scheduler\.StepLR here\. Fix\.$"):
+        check_fits({**hparams, "scheduler": None}, {"scheduler": hparams["scheduler"]}, "a.ckpt", fix="Fix.")
 
 
 def test_an_unwritable_checkpoint_folder_stops_training_with_one_paragraph(tmp_path):

@@ -73,3 +73,21 @@ def test_resuming_weights_that_do_not_fit_their_own_settings_names_the_tensor_an
     assert f"net.input_conv.weight is shape (3, 2, 1) in the file but shape {shape} in the model." in str(error.value)
     assert "this version of pixel-lightning" not in str(error.value) and "\n" not in str(error.value)
     assert not run_dir.exists(), "nothing may be written before the refusal"
+
+
+def test_completion_says_when_a_checkpoint_does_not_name_its_dataset(tmp_path, monkeypatch):
+    path, checkpoint = checkpoint_of([], tmp_path)
+    del checkpoint["hyper_parameters"]["data"]["_target_"]
+    torch.save(checkpoint, path)
+    data = tiny_binarized_mnist(tmp_path / "data", monkeypatch)
+    monkeypatch.setenv("PIXEL_DATA_DIR", str(data))
+    overrides = [f"ckpt_path={path}", "mode=complete", "device=cpu", "completion.num_images=1",
+                 "completion.samples_per_image=1", "completion.observed_rows=27"]
+    with pytest.raises(CheckpointError, match=r"does not say which dataset it was trained on: its data settings name "
+                       r"no data module \(no _target_\) and it holds no run record of them"):
+        sample(compose_train(overrides, tmp_path / "out", config_name="sample"))
+    # where the settings lack it (older DCGAN checkpoints), the run record's copy names the data module
+    saved_data = {"_target_": "pixel_lightning.data.BinarizedMNISTDataModule", "download": False}
+    checkpoint["run_record"] = {"data": saved_data}
+    torch.save(checkpoint, path)
+    assert sample(compose_train(overrides, tmp_path / "out", config_name="sample")).name == "completes.png"

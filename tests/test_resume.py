@@ -5,8 +5,10 @@ cannot resume are refused with a message; runs never share a folder."""
 import signal
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
+from omegaconf import OmegaConf
 from support import REPO, requires_data, tiny_binarized_mnist, wandb_records
 from test_checkpoint import craft_resume_checkpoint
 from test_cli import assert_ok, assert_user_error, run
@@ -15,7 +17,7 @@ from test_configs import compose_train
 from pixel_lightning.checkpoint import check_resumable, read_checkpoint
 from pixel_lightning.config import unique_run_dir
 from pixel_lightning.errors import CheckpointError
-from pixel_lightning.train import continue_wandb_run, train
+from pixel_lightning.train import check_resume, continue_wandb_run, train
 
 EPOCHS, BATCHES, EVERY = 2, 4, 2  # 8 steps in all; last.ckpt every 2 steps and at each epoch end
 
@@ -148,3 +150,38 @@ def test_only_a_plain_wandb_run_id_from_a_checkpoint_is_continued(tmp_path, capl
     assert "id" not in cfg.logger.wandb and "not a plain id" in caplog.text
     continue_wandb_run(cfg, "3kx9q2ab")
     assert cfg.logger.wandb.id == "3kx9q2ab" and cfg.logger.wandb.resume == "allow"
+
+
+def test_a_dcgan_run_crashed_mid_epoch_resumes(tmp_path, monkeypatch):
+    """Its checkpoints keep the data module in their settings, which the resume check compares (the
+    DCGAN makes two optimizer steps per batch: 4 batches an epoch, 8 steps)."""
+    data = tiny_binarized_mnist(tmp_path / "data", monkeypatch)
+    dcgan = ["model=dcgan", "data.batch_size=4", "trainer.max_epochs=2",
+             "callbacks.step_checkpoint.every_n_train_steps=2"]
+    with pytest.raises(RuntimeError, match="crash"):
+        train_in_process(tmp_path / "crashed", data, *dcgan, "+callbacks.crash._target_=probes.CrashAtStep",
+                         "+callbacks.crash.step=6")
+    last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert (saved["global_step"], saved["epoch"]) == (4, 0)
+    train_in_process(tmp_path / "resumed", data, *dcgan, f"ckpt_path={last}")
+    final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (final["global_step"], final["epoch"]) == (16, 1)  # as an uninterrupted run
+    assert saved["hyper_parameters"]["data"]["_target_"] == "pixel_lightning.data.BinarizedMNISTDataModule"
+
+
+def test_an_older_dcgan_checkpoint_resumes_where_its_run_record_names_the_same_data(tmp_path):
+    """Older DCGAN checkpoints keep only the image shape in their settings; the run record's data config
+    (saved in every checkpoint) tells their data module."""
+    cfg = compose_train(["model=dcgan", f"ckpt_path={tmp_path / 'old.ckpt'}"], tmp_path)
+    model = hydra.utils.instantiate(cfg.model)
+    shape_only = {key: cfg.data[key] for key in ("channels", "height", "width", "levels")}
+    run_record = {"model": "dcgan", "dataset": "binarized_mnist", "data": OmegaConf.to_container(cfg.data)}
+    old = {"hyper_parameters": dict(model.hparams) | {"data": shape_only}, "run_record": run_record}
+    torch.save(old, tmp_path / "old.ckpt")
+    check_resume(cfg)
+    run_record["data"]["_target_"] = "pixel_lightning.data.MNISTDataModule"
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.raises(CheckpointError, match=r"data\._target_ is pixel_lightning\.data\.MNISTDataModule in the "
+                       r"checkpoint but pixel_lightning\.data\.BinarizedMNISTDataModule here"):
+        check_resume(cfg)

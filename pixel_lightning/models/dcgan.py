@@ -121,15 +121,15 @@ class DCGAN(pl.LightningModule):
         super().__init__()
         if binary_sampling not in BINARY_SAMPLING:
             raise ValueError(f"binary_sampling must be one of {BINARY_SAMPLING}, got {binary_sampling!r}")
-        data = {key: int(data[key]) for key in ("channels", "height", "width", "levels")}
-        # `module` tells checkpoint.load_model which LightningModule to rebuild.
+        # `module` tells checkpoint.load_model which LightningModule to rebuild; the whole data config
+        # (its data module too) is what a resume checks and what eval.py and sample.py load.
         self.save_hyperparameters(
-            {"module": "dcgan", "data": data, "optimizer": _plain(optimizer), "latent": latent, "features": features,
-             "binary_sampling": binary_sampling}
+            {"module": "dcgan", "data": _plain(data), "optimizer": _plain(optimizer), "latent": latent,
+             "features": features, "binary_sampling": binary_sampling}
         )
         self.automatic_optimization = False
-        self.image_shape = (data["channels"], data["height"], data["width"])
-        self.levels = data["levels"]
+        self.image_shape = (int(data["channels"]), int(data["height"]), int(data["width"]))
+        self.levels = int(data["levels"])
         self.generator = Generator(latent, *self.image_shape, features)
         self.discriminator = Discriminator(*self.image_shape, features)
         self.apply(init_weights)
