@@ -14,6 +14,10 @@ Fields (RECORD_FIELDS; null when not measured):
                       validation and sample grids in between; without the final grid and test)
   train_images_per_s  images / time spent in training batches only (forward, backward, step):
                       no validation, sampling or checkpointing
+                      These four count the whole training, over every session of a resumed run
+                      (null when an earlier session's are unknown: its checkpoint predates them);
+  session_epochs, session_steps, session_train_time_s, session_train_images_per_s
+                      the same, of this session alone (equal to them for a run never resumed)
   test_nll, test_bpd  test NLL in nats per image and bits per dimension (the best checkpoint's)
   sample_time_per_image_s, fid, fid_label, classifier_score
                       from the `fid` node (evaluation/fid.py), on the same weights as the test
@@ -36,7 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 
 RECORD_FIELDS = (
     "model", "dataset", "task", "status", "error", "params", "epochs", "steps", "train_time_s",
-    "train_images_per_s", "test_nll", "test_bpd", "sample_time_per_image_s", "fid", "fid_label",
+    "train_images_per_s", "session_epochs", "session_steps", "session_train_time_s", "session_train_images_per_s",
+    "test_nll", "test_bpd", "sample_time_per_image_s", "fid", "fid_label",
     "classifier_score", "peak_memory_mb", "peak_memory_kind", "device", "precision", "seed", "git_commit",
     "sample_grid", "overrides", "wandb",
 )

@@ -146,3 +146,34 @@ def test_a_failed_run_leaves_a_record_with_every_field(tmp_path):
     assert saved["model"] == "pixelcnn" and saved["dataset"] == "binarized_mnist" and saved["task"] == "train"
     assert saved["overrides"] == ["data.batch_size=0", "logger=csv"]  # the job's own (not hydra.*)
     assert saved["seed"] == 1234 and saved["test_nll"] is None and saved["params"] is None
+
+
+def test_the_record_of_a_resumed_run_counts_the_whole_training_and_this_session_apart(tmp_path):
+    """Two epochs, then two more resumed from last.ckpt in another folder: every counter is
+    cumulative, the session_* fields this session's; a checkpoint without the totals gives null."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def fit(folder, epochs, ckpt_path=None):
+        record = RunRecord(str(folder), "stand-in", "random", quality=None, after_test=False)
+        saving = ModelCheckpoint(dirpath=folder / "checkpoints", save_last=True)
+        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[record, saving],
+                             enable_progress_bar=False, enable_model_summary=False, max_epochs=epochs,
+                             num_sanity_val_steps=0, limit_val_batches=0)
+        trainer.fit(IndependentPixels(), datamodule=RandomImages(count=32, batch_size=8), ckpt_path=ckpt_path)
+        return json.loads((folder / "record.json").read_text())
+
+    first = fit(tmp_path / "first", 2)
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    second = fit(tmp_path / "second", 4, last)
+    assert (second["epochs"], second["steps"], second["session_epochs"], second["session_steps"]) == (4, 16, 2, 8)
+    assert second["train_time_s"] == pytest.approx(first["train_time_s"] + second["session_train_time_s"])
+    seconds = [64 / record["session_train_images_per_s"] for record in (first, second)]  # 64 images each
+    assert second["train_images_per_s"] == pytest.approx(128 / sum(seconds))
+    assert (first["epochs"], first["session_epochs"], first["train_time_s"]) == (2, 2, first["session_train_time_s"])
+
+    checkpoint = torch.load(last, weights_only=True)
+    del checkpoint["callbacks"]["RunRecord"]  # as written before the record kept its totals
+    torch.save(checkpoint, last)
+    older = fit(tmp_path / "older", 4, last)
+    assert (older["epochs"], older["train_time_s"], older["train_images_per_s"]) == (None, None, None)
+    assert (older["steps"], older["session_epochs"], older["session_steps"]) == (16, 2, 8)

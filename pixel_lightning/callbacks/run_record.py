@@ -18,6 +18,7 @@ The record's fields and its file: pixel_lightning/records.py.
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,9 @@ from pixel_lightning.images import make_grid, save_png
 from pixel_lightning.records import blank_record, git_commit, write_record
 
 log = logging.getLogger(__name__)
+
+#: The totals a checkpoint keeps (RunRecord.state_dict), so the record of a resumed run counts the whole training.
+EARLIER_TOTALS = ("epochs", "train_time_s", "batch_seconds", "images")
 
 
 class RunRecord(pl.Callback):
@@ -65,10 +69,15 @@ class RunRecord(pl.Callback):
         self.quality = hydra.utils.instantiate(quality) if isinstance(quality, Mapping) else quality
         self.after_test = after_test
         self.data = OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data) else data
-        self.batch_seconds, self.batch_images = 0.0, 0
+        self.batch_seconds, self.batch_images = 0.0, 0  # of this session
         self._batch_start = self._train_start = self._last_batch_end = None
         self.train_time_s: float | None = None
         self.epochs: float | None = None
+        self._start_step = 0
+        self._trainer: pl.Trainer | None = None
+        # What the sessions before this one measured (EARLIER_TOTALS, from the resume checkpoint):
+        # None until training starts, and after it when they are unknown (a checkpoint without them).
+        self.earlier: dict[str, float] | None = None
         self._memory_start: int | None = None
         self._cuda = False
 
@@ -82,6 +91,23 @@ class RunRecord(pl.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._train_start = time.perf_counter()
+        self._start_step, self._trainer = trainer.global_step, trainer
+        if self.earlier is None and trainer.global_step == 0:  # a new training, not a resumed one
+            self.earlier = dict.fromkeys(EARLIER_TOTALS, 0.0)
+
+    def state_dict(self) -> dict[str, float]:
+        """The totals of the training so far, kept in each checkpoint for the record of a resumed run
+        (nothing when the earlier sessions are unknown: they stay unknown)."""
+        if self.earlier is None or self._trainer is None:
+            return {}
+        session = {"epochs": _epochs(self._trainer, self.batch_images), "batch_seconds": self.batch_seconds,
+                   "images": self.batch_images, "train_time_s": self._session_time()}
+        return {key: self.earlier[key] + session[key] for key in EARLIER_TOTALS}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the totals (numbers from a file: anything else leaves them unknown)."""
+        if all(isinstance(state.get(key), (int, float)) and 0 <= state[key] < math.inf for key in EARLIER_TOTALS):
+            self.earlier = {key: float(state[key]) for key in EARLIER_TOTALS}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._sync()
@@ -97,8 +123,11 @@ class RunRecord(pl.Callback):
         if self._cuda:  # CUDA kernels run asynchronously: time them, not their launch
             torch.cuda.synchronize()
 
+    def _session_time(self) -> float:
+        return self._last_batch_end - self._train_start if self._last_batch_end else 0.0
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.train_time_s = self._last_batch_end - self._train_start if self._last_batch_end else 0.0
+        self.train_time_s = self._session_time()
         self.epochs = _epochs(trainer, self.batch_images)  # the train dataloader is gone after the test
         no_test = not is_overridden("test_step", pl_module)  # no likelihood to test (a GAN)
         self._write(trainer, pl_module, trainer.datamodule, final=not self.after_test or no_test)
@@ -126,12 +155,21 @@ class RunRecord(pl.Callback):
         else:
             peak, kind = (peak_rss() - self._memory_start) / 2**20, "cpu_max_rss_growth"
         trained = self._train_start is not None
+        session = {
+            "session_epochs": self.epochs,
+            "session_steps": trainer.global_step - self._start_step if trained else None,
+            "session_train_time_s": self.train_time_s,
+            "session_train_images_per_s": self.batch_images / self.batch_seconds if self.batch_seconds else None,
+        }
+        earlier = self.earlier if trained else None  # None: not trained here, or the earlier sessions are unknown
+        seconds = earlier["batch_seconds"] + self.batch_seconds if earlier else None
         return {
             "params": sum(p.numel() for p in pl_module.parameters()),
-            "epochs": self.epochs,
+            "epochs": earlier["epochs"] + self.epochs if earlier else None,
             "steps": trainer.global_step if trained else None,
-            "train_time_s": self.train_time_s,
-            "train_images_per_s": self.batch_images / self.batch_seconds if self.batch_seconds else None,
+            "train_time_s": earlier["train_time_s"] + self.train_time_s if earlier else None,
+            "train_images_per_s": (earlier["images"] + self.batch_images) / seconds if seconds else None,
+            **session,
             "test_nll": float(metrics["test/nll"]) if "test/nll" in metrics else None,
             "test_bpd": float(metrics["test/bpd"]) if "test/bpd" in metrics else None,
             "peak_memory_mb": peak,
