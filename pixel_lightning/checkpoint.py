@@ -176,8 +176,9 @@ def data_config(checkpoint: Mapping[str, Any], path: str | os.PathLike, trust: b
             "checkpoint written by this version of train.py."
         )
     if not trust:
-        where = "hyper_parameters.data" if data is checkpoint["hyper_parameters"].get("data") else "run_record.data"
-        check_buildable(data, f"Checkpoint '{path}'", where)
+        hparams = checkpoint.get("hyper_parameters")
+        ours = isinstance(hparams, Mapping) and data is hparams.get("data")
+        check_buildable(data, f"Checkpoint '{path}'", "hyper_parameters.data" if ours else "run_record.data")
     return dict(data)
 
 

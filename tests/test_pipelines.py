@@ -86,6 +86,12 @@ def test_completion_says_when_a_checkpoint_does_not_name_its_dataset(tmp_path, m
     with pytest.raises(CheckpointError, match=r"does not say which dataset it was trained on: its data settings name "
                        r"no data module \(no _target_\) and it holds no run record of them"):
         sample(compose_train(overrides, tmp_path / "out", config_name="sample"))
+    marker = tmp_path / "marker"  # the run record's copy is data from the file like the rest
+    checkpoint["run_record"] = {"data": {"_target_": "pathlib.Path.touch", "_args_": [str(marker)]}}
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=r"asks to build pathlib\.Path\.touch \(at run_record\.data\._target_\)"):
+        sample(compose_train(overrides, tmp_path / "out", config_name="sample"))
+    assert not marker.exists()
     # where the settings lack it (older DCGAN checkpoints), the run record's copy names the data module
     saved_data = {"_target_": "pixel_lightning.data.BinarizedMNISTDataModule", "download": False}
     checkpoint["run_record"] = {"data": saved_data}
