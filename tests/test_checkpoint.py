@@ -300,3 +300,14 @@ def test_honest_checkpoint_states_are_kept_and_moved_ones_rebased(tmp_path):
     assert confine_path(str(new / "link.ckpt"), None, str(new)) is None  # a symlink out is not
     assert confine_path(str(new / "gone.ckpt"), None, str(new)) is None  # nor a file that is not there
     assert confine_path(f"file://{new}/epoch_000.ckpt", None, str(new)) is None  # nor any URL
+
+
+def test_a_restored_checkpoint_state_that_is_not_one_is_dropped(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    callback = ModelCheckpoint(dirpath=tmp_path)
+    checkpoint = {"callbacks": {callback.state_key: [f"{tmp_path}/../victim"], "Other": {"kept": 1}}}
+    RestoredPathGuard().on_load_checkpoint(SimpleNamespace(callbacks=[callback]), None, checkpoint)
+    assert checkpoint["callbacks"] == {"Other": {"kept": 1}} and "the whole state ModelCheckpoint" in caplog.text

@@ -47,15 +47,16 @@ class RestoredPathGuard(pl.Callback):
             return
         dropped: list[str] = []
         for callback in trainer.callbacks:
-            if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
+            if not isinstance(callback, ModelCheckpoint):
                 continue
             for key in {callback.state_key, callback._legacy_state_key}:
                 if key not in states:
                     continue
-                if isinstance(states[key], dict):
+                if isinstance(states[key], dict) and callback.dirpath is not None:
                     dropped += confine_state(states[key], callback.dirpath, callback.mode)
-                else:  # Lightning would fail on it; it restores nothing
-                    dropped.append(f"the whole state {key} (a {type(states.pop(key)).__name__})")
+                else:  # not a state, or no folder to hold its files (Lightning sets one before it restores)
+                    dropped.append(f"the whole state {key}")
+                    del states[key]
         if dropped:
             log.warning(
                 "The resume checkpoint names files outside this run's checkpoint folder, or files that are not "
