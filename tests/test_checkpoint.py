@@ -250,6 +250,8 @@ def craft_resume_checkpoint(path, outside) -> dict:
         file.write_text("precious")
     checkpoint = torch.load(path, weights_only=True)
     for state in checkpoint["callbacks"].values():
+        if "dirpath" not in state:  # not a checkpoint callback's (the run record's totals)
+            continue
         escape = f"{state['dirpath']}/../../{outside.name}"  # lexically inside the checkpoint folder
         if state["monitor"]:
             kth, worst = f"{escape}/{victims['kth'].name}", torch.tensor(float("inf"))
