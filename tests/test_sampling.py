@@ -139,21 +139,43 @@ def total_variation(samples: torch.Tensor, outcomes: torch.Tensor, probs: torch.
 
 
 def tempered_probs(model, images: torch.Tensor, temperature: float) -> torch.Tensor:
-    """p_T(x) = prod over dimensions of softmax(logits / T) at x: what sampling at T draws from."""
+    """p_T(x) = prod over dimensions of p_T(x_i | x_<i), what sampling at T draws from: softmax(logits / T)
+    at x_i, or for binary data sigmoid(logit / T) if x_i = 1 and 1 - that if x_i = 0."""
     with torch.no_grad():
-        logits = model.logits(images) / temperature  # (M, K, C, H, W)
-        picked = logits.log_softmax(1).gather(1, images[:, None]).squeeze(1)  # (M, C, H, W)
+        logits = model.logits(images) / temperature  # (M, C, H, W) binary, (M, K, C, H, W) otherwise
+        if model.levels == 2:
+            picked = torch.nn.functional.logsigmoid(torch.where(images == 1, logits, -logits))  # (M, C, H, W)
+        else:
+            picked = logits.log_softmax(1).gather(1, images[:, None]).squeeze(1)  # (M, C, H, W)
     return picked.flatten(1).sum(1).exp()
 
 
+def most_likely(model, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The image (1, C, H, W) of each sub-pixel's most likely level given the ones before it (T -> 0)."""
+    channels, height, width = shape
+    image = torch.zeros(1, *shape, dtype=torch.long)
+    for row, col, ch in itertools.product(range(height), range(width), range(channels)):
+        with torch.no_grad():
+            logits = model.logits(image)[0, ..., ch, row, col]  # () binary, (K,) otherwise
+        image[0, ch, row, col] = (logits > 0).long() if model.levels == 2 else logits.argmax()
+    return image
+
+
 @pytest.mark.parametrize("method", ["cached", "naive"])
-def test_temperature_gives_the_tempered_conditionals(method):
-    # RGB, K = 3 levels, one pixel: 27 outcomes, each sub-pixel conditioned on the ones before.
-    model = random_model(3, 3, "pixelcnn.PixelCNN", height=1, width=1)
+@pytest.mark.parametrize(
+    "channels,levels,height,width",
+    [(3, 3, 1, 1), (1, 2, 1, 3)],  # RGB: one pixel of K = 3 levels, 27 outcomes; binary: 1x3, 8 outcomes
+    ids=["rgb", "binary"],
+)
+def test_temperature_gives_the_tempered_conditionals(channels, levels, height, width, method):
+    # Each sub-pixel is conditioned on the ones before: the softmax head (RGB) and the Bernoulli head (binary).
+    model = random_model(channels, levels, "pixelcnn.PixelCNN", height=height, width=width)
     with torch.no_grad():  # sharper conditionals, for T to matter
         for p in model.net.output.logits.parameters():
             p.mul_(3.0)
-    images = torch.tensor(list(itertools.product(range(3), repeat=3))).view(27, 3, 1, 1)
+    dims = channels * height * width
+    images = torch.tensor(list(itertools.product(range(levels), repeat=dims)))  # raster order, channel last
+    images = images.view(-1, height, width, channels).permute(0, 3, 1, 2)  # (levels**dims, C, H, W)
     exact = {t: tempered_probs(model, images, t) for t in (1.0, 0.5)}
     assert exact[1.0].sum().item() == pytest.approx(1.0) and exact[0.5].sum().item() == pytest.approx(1.0)
     assert 0.5 * (exact[1.0] - exact[0.5]).abs().sum() > 0.15  # ignoring T would fail below
@@ -161,9 +183,7 @@ def test_temperature_gives_the_tempered_conditionals(method):
         samples = model.sample(20000, temperature=t, generator=torch.Generator().manual_seed(0), method=method)
         assert total_variation(samples, images, probs) < 0.03, f"T={t}"
     # T -> 0: each sub-pixel its most likely level given the ones before, in every sample.
-    greedy = torch.zeros(1, 3, 1, 1, dtype=torch.long)
-    for ch in range(3):
-        greedy[0, ch] = model.logits(greedy)[0, :, ch].argmax()
+    greedy = most_likely(model, (channels, height, width))
     cold = model.sample(50, temperature=1e-6, generator=torch.Generator().manual_seed(0), method=method)
     assert torch.equal(cold, greedy.expand_as(cold))
 
