@@ -4,8 +4,11 @@ with tests/ on PYTHONPATH) to observe a real run from the inside."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
+from collections import Counter
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -32,3 +35,40 @@ class FitProbe(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         torch.save(self.report, self.path)
+
+
+class RankImages(pl.Callback):
+    """Writes `<path>.rank<r>.json` from every process r when a stage ends: the size of the process
+    group it really joined, its rank, `torch.initial_seed()` at the start of training (after the
+    run's seeding), and how many images it took per stage (`train`, `val` without the sanity check,
+    `test`; counted over the trainer's life). A process that never ran writes no file."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.images, self.seed = path, Counter(), None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.world_size = torch.distributed.get_world_size() if distributed else 1
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seed = torch.initial_seed()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.images["train"] += len(batch)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking:
+            self.images["val"] += len(batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.images["test"] += len(batch)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        report = {"world_size": self.world_size, "rank": trainer.global_rank, "seed": self.seed, "images": self.images}
+        Path(f"{self.path}.rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+def rank_reports(path: str | os.PathLike) -> list[dict]:
+    """The reports of RankImages(path), one per process that wrote one, by rank."""
+    reports = [json.loads(f.read_text()) for f in Path(path).parent.glob(f"{Path(path).name}.rank*.json")]
+    return sorted(reports, key=lambda report: report["rank"])
