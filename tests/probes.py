@@ -15,26 +15,34 @@ import torch
 
 
 class FitProbe(pl.Callback):
-    """Saves to `path`: the optimizer state and global step at fit start, and the number of
-    training batches this process ran. With `kill_at_step`, the process SIGKILLs itself once
-    that step is done (before the step's checkpoint), i.e. a crash mid-epoch."""
+    """Saves to `path`: the weights, optimizer state and global step at fit start, and the number
+    of training batches this process ran. With `kill_at_step`, the process SIGKILLs itself once
+    that step is done (before the step's checkpoint), i.e. a crash mid-epoch. With
+    `keep_state_at_step`, also the weights and optimizer state once that step is done."""
 
-    def __init__(self, path: str, kill_at_step: int | None = None) -> None:
-        self.path, self.kill_at_step = path, kill_at_step
+    def __init__(self, path: str, kill_at_step: int | None = None, keep_state_at_step: int | None = None) -> None:
+        self.path, self.kill_at_step, self.keep_state_at_step = path, kill_at_step, keep_state_at_step
         self.report: dict = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = copy.deepcopy(trainer.optimizers[0].state_dict())  # its tensors change in place
-        self.report = {"optimizer": optimizer, "start_step": trainer.global_step, "batches": 0}
+        self.report = {"start_step": trainer.global_step, "batches": 0} | state(trainer, pl_module)
         torch.save(self.report, self.path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.report["batches"] += 1
+        if trainer.global_step == self.keep_state_at_step:
+            self.report["state_at_step"] = state(trainer, pl_module)
         if trainer.global_step == self.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         torch.save(self.report, self.path)
+
+
+def state(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+    """Copies of the weights and the optimizer state (their tensors change in place)."""
+    return {"state_dict": copy.deepcopy(pl_module.state_dict()),
+            "optimizer": copy.deepcopy(trainer.optimizers[0].state_dict())}
 
 
 class RankImages(pl.Callback):

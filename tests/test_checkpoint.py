@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes, weights-only loading, and clear errors for bad files."""
 
 import errno
+import os
 
 import pytest
 import torch
@@ -54,6 +55,19 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert read_checkpoint(path) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_a_checkpoint_is_fsynced_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    """Without the fsync a crash after the rename could leave a renamed but empty file (the data not
+    yet on disk). The file synced is the one renamed: the same inode ends up at the path."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.fstat(fd).st_ino)) or fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", os.stat(a).st_ino)) or replace(a, b))
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, path)
+    assert events == [("fsync", path.stat().st_ino), ("replace", path.stat().st_ino)]
+    assert read_checkpoint(path) == {"step": 1}
 
 
 def test_missing_checkpoint_names_the_path_and_the_fix(tmp_path):

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
-from support import REPO, real_data_dir, requires_data, wandb_logged
+from support import REPO, real_data_dir, requires_data, tiny_model, wandb_logged
 
 
 def run(script: str, *overrides: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -95,6 +96,34 @@ def test_sample_writes_grid_and_levels(smoke_run, tmp_path):
     assert (np.load(tmp_path / "naive" / "samples.npy") == levels).all()
     assert_user_error(run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "method=fast",
                           f"hydra.run.dir={tmp_path}/bad"), "method must be cached", "but it is fast")
+
+
+def test_sample_py_draws_the_same_levels_cached_and_naive_for_every_architecture(tmp_path):
+    """One multirun of sample.py over a checkpoint of every net with a cached step (test_sampling.NETS,
+    random weights, RGB: channel groups are the harder case) and both methods: each checkpoint's .npy
+    levels are equal."""
+    from test_checkpoint import model_checkpoint
+    from test_sampling import NETS
+
+    checkpoints = []
+    for index, (arch, net) in enumerate(NETS):
+        torch.manual_seed(index)
+        model = tiny_model(3, 4, height=3, width=4, arch=arch, layers=2, **net)
+        checkpoints.append(tmp_path / f"{index}.ckpt")
+        torch.save(model_checkpoint(model), checkpoints[-1])
+    result = run("sample.py", "-m", f"ckpt_path={','.join(map(str, checkpoints))}", "method=cached,naive",
+                 "num_samples=4", "save_npy=true", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert_ok(result)
+    drawn = {}
+    for job in (tmp_path / "sweep").iterdir():
+        if job.is_dir():
+            overrides = dict(o.split("=", 1) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+            drawn[overrides["ckpt_path"], overrides["method"]] = np.load(job / "samples.npy")
+    assert len(drawn) == 2 * len(checkpoints)
+    for path in map(str, checkpoints):
+        cached, naive = drawn[path, "cached"], drawn[path, "naive"]
+        assert (cached == naive).all(), f"{path}: {(cached != naive).sum()} of {cached.size} levels differ"
+        assert len({image.tobytes() for image in cached}) == 4  # real draws, not a constant image
 
 
 def test_completion_keeps_the_visible_half_of_test_images(smoke_run, tmp_path):

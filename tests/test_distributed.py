@@ -99,6 +99,22 @@ def test_sample_grid_samples_writes_and_logs_only_on_rank_zero(is_global_zero, t
         assert calls == [] and written == [] and trainer.logged == []
 
 
+def test_sample_grid_samples_through_the_cached_path(tmp_path, monkeypatch):
+    # One cached sampler for the grid, called once per sub-pixel; the naive path would build none.
+    model = tiny_model(3, 4, height=2, width=3)
+    make_sampler, calls = model.net.cached_sampler, []
+
+    def counted(*size):
+        sampler = make_sampler(*size)
+        calls.append(size)
+        return lambda *args, **kwargs: calls.append(args[1:]) or sampler(*args, **kwargs)
+
+    monkeypatch.setattr(model.net, "cached_sampler", counted)
+    SampleGrid(str(tmp_path), num_samples=2).on_train_epoch_end(StubTrainer(True), model)
+    assert calls[0] == (2, 2, 3) and len(calls) == 1 + 3 * 2 * 3  # (batch, H, W), then C per position
+    assert (tmp_path / "epoch_000.png").is_file()
+
+
 def test_rank_seed_gives_each_process_its_own_stream():
     draws = []
     for rank in (0, 1, 0):
