@@ -18,6 +18,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from support import REPO, real_data_dir, requires_data, tiny_model, wandb_logged
 
+from pixel_lightning.records import read_record
+
 
 def run(script: str, *overrides: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
@@ -70,6 +72,17 @@ def test_wandb_offline_run_holds_the_config_the_metrics_and_the_image(smoke_run)
     assert {"samples/filenames", "train/loss", "val/nll", "val/bpd", "test/nll", "test/bpd"} <= logged["history"]
     nll, bpd = float(logged["summary"]["test/nll"]), float(logged["summary"]["test/bpd"])
     assert nll == pytest.approx(bpd * 784 * np.log(2), rel=1e-5)
+
+
+def test_the_record_holds_the_printed_and_logged_test_nll(smoke_run):
+    out, result = smoke_run
+    record = read_record(out / "record.json")
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("Test NLL:")]
+    assert line.startswith(f"Test NLL: {record['test_nll']:.2f} nats/image, {record['test_bpd']:.4f} bits/dim ("), line
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    summary = wandb_logged(run_dir)["summary"]
+    assert (float(summary["test/nll"]), float(summary["test/bpd"])) == (record["test_nll"], record["test_bpd"])
+    assert record["test_bpd"] == pytest.approx(record["test_nll"] / (784 * np.log(2)), rel=1e-6)
 
 
 def test_checkpoint_loads_weights_only_and_scores_like_the_run(smoke_run):
