@@ -120,9 +120,11 @@ def test_a_resumed_run_ends_with_the_state_of_an_uninterrupted_one(killed_and_re
     assert states[0].keys() == states[1].keys()
     assert all(states[0][i]["step"] == states[1][i]["step"] == 8 for i in states[0])
     bound = 2 * LR * (adam_step_bound(7) + adam_step_bound(8))  # both runs' updates of steps 7 and 8
-    for name, weight in whole["state_dict"].items():
-        difference = (resumed["state_dict"][name] - weight).abs().max().item()
-        assert difference <= bound, f"{name}: {difference} > {bound}"
+    differences = {name: (resumed["state_dict"][name] - weight).abs().max().item()
+                   for name, weight in whole["state_dict"].items()}
+    assert max(differences.values()) <= bound, {name: d for name, d in differences.items() if d > bound}
+    # Documents the reason above: were the batches the same, this test could (and should) be exact.
+    assert max(differences.values()) > 0, "the resumed run now ends exactly as the uninterrupted one: test that"
 
 
 def test_a_checkpoint_without_trainer_state_cannot_resume(tmp_path):
