@@ -45,8 +45,7 @@ def test_cached_logits_are_the_full_nets_at_every_sub_pixel(channels, levels, ar
     observed pixel once, whole; then one call per sub-pixel, the channels before it drawn), returns
     at every call the full net's logits at that position for the same inputs, to 1e-10 in float64.
     What is not drawn yet holds noise, which a causal step never reads. Unlike equal levels, equal
-    logits cannot come from a lucky draw: every logit of every call is checked. (The full net runs on
-    rows <= r only, as naive sampling does: exact because the nets are causal, tested.)"""
+    logits cannot come from a lucky draw: every logit of every call is checked."""
     model = random_model(channels, levels, arch, **net).eval()
     batch, height, width = 3, 5, 6
     generator = torch.Generator().manual_seed(1)
@@ -57,7 +56,7 @@ def test_cached_logits_are_the_full_nets_at_every_sub_pixel(channels, levels, ar
     with torch.no_grad():
         for row, col in itertools.product(range(height), range(width)):
             for ch in range(1 if row < observed_rows else channels):
-                expected = model.net(inputs[:, :, : row + 1])[..., row, col]  # (B, C) or (B, K, C)
+                expected = model.net(inputs)[..., row, col]  # (B, C) or (B, K, C)
                 torch.testing.assert_close(sampler(inputs, row, col), expected, rtol=0, atol=1e-10,
                                            msg=lambda m: f"at row {row}, column {col}, channel {ch}: {m}")
                 inputs[:, ch, row, col] = image[:, ch, row, col]  # the draw (observed: already there)
