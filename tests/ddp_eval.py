@@ -5,6 +5,8 @@ by re-running this command line):
 
     python tests/ddp_eval.py <model.ckpt> <devices> <results.json>
 
+Every process also writes its world size and image counts next to the results (probes.RankImages).
+
 Each case validates or tests on its own split of random binary 4x4 images with an eval batch
 that does not divide the split, so shards and batches are uneven.
 """
@@ -17,6 +19,7 @@ import sys
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from probes import RankImages
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -51,12 +54,14 @@ class RandomImages(ImageDataModule):
         return split, split, split
 
 
-def evaluate(checkpoint: str, devices: int) -> dict[str, dict[str, float]]:
-    """{case: {"val/nll" or "test/nll": ..., ".../bpd": ...}} from Trainer.validate / Trainer.test."""
+def evaluate(checkpoint: str, devices: int, report: str) -> dict[str, dict[str, float]]:
+    """{case: {"val/nll" or "test/nll": ..., ".../bpd": ...}} from Trainer.validate / Trainer.test;
+    each process writes `<report>.rank<r>.json` (probes.RankImages)."""
     model = load_model(checkpoint)
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, strategy=DDPStrategy(broadcast_buffers=False) if devices > 1 else "auto",
         logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        callbacks=[RankImages(report)],
     )
     results = {}
     for case, (stage, count, batch) in CASES.items():
@@ -67,7 +72,7 @@ def evaluate(checkpoint: str, devices: int) -> dict[str, dict[str, float]]:
 
 if __name__ == "__main__":
     checkpoint, devices, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    results = evaluate(checkpoint, devices)
+    results = evaluate(checkpoint, devices, out)
     if rank_zero_only.rank == 0:
         with open(out, "w") as f:
             json.dump(results, f)

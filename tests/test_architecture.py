@@ -35,21 +35,33 @@ def test_skip_connections_add_one_1x1_conv_per_layer(net_class, hidden, layers):
     assert all(isinstance(c, MaskedConv2d) and c.mask_type == "B" and c.kernel_size == (1, 1) for c in skipped.skips)
 
 
-def test_skip_outputs_reach_the_output_stack():
-    # Zeroing the skip convs must give back the no-skip net with the same other weights, and
-    # non-zero skip convs must change the logits: the skips are really summed in.
+@pytest.mark.parametrize("net_class", NETS)
+def test_every_layers_output_reaches_the_output_stack_through_its_skip(net_class):
+    # Section 3.3: layer i's output, through skip conv i, is summed into the output stack's input. So
+    # skip conv i reads layer i's output, zeroing any one skip conv changes the logits (a layer whose
+    # skip is dropped or overwritten fails), and zeroing all gives back the no-skip net.
     torch.manual_seed(0)
-    net = RowLSTM(1, 2, hidden=8, layers=2, skip=True).double()
+    net = net_class(1, 2, hidden=8, layers=3, skip=True).double()
     x = torch.rand(2, 1, 5, 5, dtype=torch.float64)
-    with_skips = net(x)
-    plain = RowLSTM(1, 2, hidden=8, layers=2, skip=False).double()
-    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("skips.")})
+    outputs, skip_inputs = {}, {}
+    for i, (layer, conv) in enumerate(zip(net.layers, net.skips)):
+        layer.register_forward_hook(lambda module, args, out, i=i: outputs.__setitem__(i, out))
+        conv.register_forward_pre_hook(lambda module, args, i=i: skip_inputs.__setitem__(i, args[0]))
     with torch.no_grad():
+        with_skips = net(x)
+        assert all(skip_inputs[i] is outputs[i] for i in range(3)), "a skip conv reads another layer's output"
+        for i, conv in enumerate(net.skips):
+            kept = {k: v.clone() for k, v in conv.state_dict().items()}
+            conv.weight.zero_()
+            conv.bias.zero_()
+            assert (net(x) - with_skips).abs().max() > 1e-6, f"layer {i}'s output does not reach the output stack"
+            conv.load_state_dict(kept)
+        plain = net_class(1, 2, hidden=8, layers=3, skip=False).double()
+        plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("skips.")})
         for conv in net.skips:
             conv.weight.zero_()
             conv.bias.zero_()
-    torch.testing.assert_close(net(x), plain(x), rtol=0, atol=0)
-    assert not torch.allclose(with_skips, plain(x))
+        torch.testing.assert_close(net(x), plain(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("channels,levels", [(1, 2), (3, 256)])

@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
-from support import REPO, real_data_dir, requires_data, wandb_logged
+from support import REPO, real_data_dir, requires_data, tiny_model, wandb_logged
+
+from pixel_lightning.records import read_record
 
 
 def run(script: str, *overrides: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -71,6 +74,17 @@ def test_wandb_offline_run_holds_the_config_the_metrics_and_the_image(smoke_run)
     assert nll == pytest.approx(bpd * 784 * np.log(2), rel=1e-5)
 
 
+def test_the_record_holds_the_printed_and_logged_test_nll(smoke_run):
+    out, result = smoke_run
+    record = read_record(out / "record.json")
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("Test NLL:")]
+    assert line.startswith(f"Test NLL: {record['test_nll']:.2f} nats/image, {record['test_bpd']:.4f} bits/dim ("), line
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    summary = wandb_logged(run_dir)["summary"]
+    assert (float(summary["test/nll"]), float(summary["test/bpd"])) == (record["test_nll"], record["test_bpd"])
+    assert record["test_bpd"] == pytest.approx(record["test_nll"] / (784 * np.log(2)), rel=1e-6)
+
+
 def test_checkpoint_loads_weights_only_and_scores_like_the_run(smoke_run):
     out, _ = smoke_run
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -95,6 +109,34 @@ def test_sample_writes_grid_and_levels(smoke_run, tmp_path):
     assert (np.load(tmp_path / "naive" / "samples.npy") == levels).all()
     assert_user_error(run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "method=fast",
                           f"hydra.run.dir={tmp_path}/bad"), "method must be cached", "but it is fast")
+
+
+def test_sample_py_draws_the_same_levels_cached_and_naive_for_every_architecture(tmp_path):
+    """One multirun of sample.py over a checkpoint of every net with a cached step (test_sampling.NETS,
+    random weights, RGB: channel groups are the harder case) and both methods: each checkpoint's .npy
+    levels are equal."""
+    from test_checkpoint import model_checkpoint
+    from test_sampling import NETS
+
+    checkpoints = []
+    for index, (arch, net) in enumerate(NETS):
+        torch.manual_seed(index)
+        model = tiny_model(3, 4, height=3, width=4, arch=arch, layers=2, **net)
+        checkpoints.append(tmp_path / f"{index}.ckpt")
+        torch.save(model_checkpoint(model), checkpoints[-1])
+    result = run("sample.py", "-m", f"ckpt_path={','.join(map(str, checkpoints))}", "method=cached,naive",
+                 "num_samples=4", "save_npy=true", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert_ok(result)
+    drawn = {}
+    for job in (tmp_path / "sweep").iterdir():
+        if job.is_dir():
+            overrides = dict(o.split("=", 1) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+            drawn[overrides["ckpt_path"], overrides["method"]] = np.load(job / "samples.npy")
+    assert len(drawn) == 2 * len(checkpoints)
+    for path in map(str, checkpoints):
+        cached, naive = drawn[path, "cached"], drawn[path, "naive"]
+        assert (cached == naive).all(), f"{path}: {(cached != naive).sum()} of {cached.size} levels differ"
+        assert len({image.tobytes() for image in cached}) == 4  # real draws, not a constant image
 
 
 def test_completion_keeps_the_visible_half_of_test_images(smoke_run, tmp_path):

@@ -68,6 +68,16 @@ def test_cpu_trainer_and_callbacks_instantiate(tmp_path):
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
+def test_last_ckpt_is_written_at_each_epoch_end_and_every_500_steps_by_default(tmp_path):
+    # README, Resume: what a crash can lose. Both ModelCheckpoints write the same last.ckpt (that the
+    # step one does so mid-epoch, atomically and resumably, is test_resume.py's kill-and-resume run).
+    cfg = compose_train([], tmp_path)
+    epochs, steps = (hydra.utils.instantiate(cfg.callbacks[name]) for name in ("model_checkpoint", "step_checkpoint"))
+    assert epochs.save_last is True
+    assert steps._every_n_train_steps == 500 and steps.filename == "last" and steps.dirpath == epochs.dirpath
+    assert epochs.dirpath == str(tmp_path / "checkpoints")
+
+
 def test_mnist_bits_and_binarization_set_the_levels(tmp_path):
     assert compose_train(["data=mnist", "data.bits=3"], tmp_path).data.levels == 8
     assert compose_train(["data=mnist", "data.binarize=dynamic"], tmp_path).data.levels == 2

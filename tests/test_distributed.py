@@ -1,15 +1,20 @@
 """DDP over gloo on the CPU: exact metrics on 1 and 2 processes, rank-zero outputs, per-rank
-seeds, and `train.py trainer=ddp_cpu` end to end (one folder, one W&B run, outputs written once)."""
+seeds, and `train.py trainer=ddp_cpu` end to end (one folder, one W&B run, outputs written once).
+The subprocesses report from every process its world size and image counts (probes.RankImages),
+so a run that silently falls back to one process fails."""
 
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from ddp_eval import CASES, evaluate, images
+from probes import rank_reports
 from support import REPO, requires_data, tiny_model, wandb_logged
 from test_checkpoint import model_checkpoint
 from test_cli import assert_ok, run
@@ -29,27 +34,42 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_process_results(checkpoint, tmp_path_factory):
-    """tests/ddp_eval.py on 2 processes (one subprocess; Lightning starts the second)."""
+    """tests/ddp_eval.py on 2 processes (one subprocess; Lightning starts the second): its results,
+    and each process's report of its world size and image counts (probes.RankImages)."""
     out = tmp_path_factory.mktemp("ddp") / "results.json"
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(REPO / "tests" / "ddp_eval.py"), str(checkpoint), "2", str(out)],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-5000:]
-    return json.loads(out.read_text())
+    return json.loads(out.read_text()), rank_reports(out)
 
 
-def test_val_and_test_nll_are_exact_on_one_and_two_processes(checkpoint, two_process_results):
+def shards(count: int, world_size: int) -> list[int]:
+    """Images per rank of `count` split without padding (rank r takes r, r + N, ...)."""
+    return [len(range(rank, count, world_size)) for rank in range(world_size)]
+
+
+def test_val_and_test_nll_are_exact_on_one_and_two_processes(checkpoint, two_process_results, tmp_path):
     """Splits of 7, 5 and 32 images with eval batches that do not divide them: each metric is the
-    mean of -log_prob over exactly the split's images (no padded repeats), on 1 process and on 2."""
+    mean of -log_prob over exactly the split's images (no padded repeats), on 1 process and on 2,
+    and the 2-process run really ran 2 processes that shared out the images (a fallback to one
+    process, or shards that repeat or drop images, fails)."""
     model = load_model(checkpoint)
-    one_process = evaluate(str(checkpoint), devices=1)
+    one_process = evaluate(str(checkpoint), devices=1, report=str(tmp_path / "one"))
+    two_processes, reports = two_process_results
     for case, (stage, count, _) in CASES.items():
         with torch.no_grad():
             nll = -model.log_prob(images(count)).double().mean().item()
-        for results in (one_process, two_process_results):
+        for results in (one_process, two_processes):
             assert results[case][f"{stage}/nll"] == pytest.approx(nll, abs=1e-5), case
             assert results[case][f"{stage}/bpd"] == pytest.approx(nll / (16 * math.log(2)), abs=1e-6), case
-        assert two_process_results[case][f"{stage}/nll"] == pytest.approx(one_process[case][f"{stage}/nll"], abs=1e-5)
+        assert two_processes[case][f"{stage}/nll"] == pytest.approx(one_process[case][f"{stage}/nll"], abs=1e-5)
+    for world_size, ranks in ((1, rank_reports(tmp_path / "one")), (2, reports)):
+        assert [(r["rank"], r["world_size"]) for r in ranks] == [(rank, world_size) for rank in range(world_size)]
+        for stage in ("val", "test"):
+            per_rank = [sum(shards(count, world_size)[rank] for s, count, _ in CASES.values() if s == stage)
+                        for rank in range(world_size)]  # val: 7 images; test: 5 + 32
+            assert [r["images"][stage] for r in ranks] == per_rank, stage
 
 
 class StubTrainer:
@@ -79,12 +99,35 @@ def test_sample_grid_samples_writes_and_logs_only_on_rank_zero(is_global_zero, t
         assert calls == [] and written == [] and trainer.logged == []
 
 
+def test_sample_grid_samples_through_the_cached_path(tmp_path, monkeypatch):
+    # One cached sampler for the grid, called once per sub-pixel; the naive path would build none.
+    model = tiny_model(3, 4, height=2, width=3)
+    make_sampler, calls = model.net.cached_sampler, []
+
+    def counted(*size):
+        sampler = make_sampler(*size)
+        calls.append(size)
+        return lambda *args, **kwargs: calls.append(args[1:]) or sampler(*args, **kwargs)
+
+    monkeypatch.setattr(model.net, "cached_sampler", counted)
+    SampleGrid(str(tmp_path), num_samples=2).on_train_epoch_end(StubTrainer(True), model)
+    assert calls[0] == (2, 2, 3) and len(calls) == 1 + 3 * 2 * 3  # (batch, H, W), then C per position
+    assert (tmp_path / "epoch_000.png").is_file()
+
+
 def test_rank_seed_gives_each_process_its_own_stream():
     draws = []
     for rank in (0, 1, 0):
         RankSeed(seed=5).setup(StubTrainer(rank == 0, world_size=2, global_rank=rank), None, "fit")
         draws.append(torch.rand(3))
     assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
+    # The stream of rank r is that of seed + r, in python, numpy and torch.
+    RankSeed(seed=5).setup(StubTrainer(False, world_size=4, global_rank=3), None, "fit")
+    seeded = (random.random(), np.random.rand(), torch.rand(1).item(), torch.initial_seed())
+    random.seed(8)
+    np.random.seed(8)
+    torch.manual_seed(8)
+    assert seeded == (random.random(), np.random.rand(), torch.rand(1).item(), 8)
     torch.manual_seed(9)
     expected = torch.rand(3)
     torch.manual_seed(9)
@@ -97,7 +140,9 @@ def ddp_smoke_run(tmp_path_factory):
     """`python train.py debug=smoke trainer=ddp_cpu` with the default run folder under a fresh log dir."""
     logs = tmp_path_factory.mktemp("ddp_logs")
     result = run("train.py", "debug=smoke", "trainer=ddp_cpu", "callbacks.sample_grid.num_samples=1",
-                 f"paths.log_dir={logs}", env={"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+                 f"paths.log_dir={logs}", "+callbacks.rank_images._target_=probes.RankImages",
+                 f"+callbacks.rank_images.path={logs.parent / 'ranks'}",
+                 env={"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")})
     assert_ok(result)
     return logs, result
 
@@ -117,6 +162,11 @@ def test_ddp_smoke_run_has_one_folder_one_wandb_run_and_writes_outputs_once(ddp_
     setup = (out / "train.log").read_text()
     assert "accelerator=cpu devices=2 nodes=1 strategy=DDP precision=32-true batch=16 per device, 32 global" in setup
     assert (out / "checkpoints" / "last.ckpt").is_file()
+    # Two processes really ran, each on its own shard (debug=smoke: 5 train batches of 16, 2 val and 2 test
+    # batches per process) with its own seed, seed + rank.
+    reports = rank_reports(logs.parent / "ranks")
+    assert [(r["rank"], r["world_size"], r["seed"]) for r in reports] == [(0, 2, 1234), (1, 2, 1235)]
+    assert [r["images"] for r in reports] == [{"train": 80, "val": 32, "test": 32}] * 2
 
 
 def test_a_multirun_with_ddp_is_refused_at_start_and_runs_nothing(tmp_path):

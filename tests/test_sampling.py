@@ -1,5 +1,6 @@
-"""Sampling against ground truth: cached sampling returns exactly the levels of naive sampling, and
-sampled frequencies match exactly enumerated (tempered, conditional) distributions."""
+"""Sampling against ground truth: at every sub-pixel the cached sampler's logits are the full net's,
+cached sampling returns exactly the levels of naive sampling, and sampled frequencies match exactly
+enumerated (tempered, conditional) distributions."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pixel_lightning.models.layers import ConvAtPosition, MaskedConv2d, Residual
 
 ARCHS = ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM"]
 DATA = [(1, 2), (3, 4)]  # (channels, levels): binary, and RGB with a softmax head
+#: Every net with a cached step and its switches, (arch, net settings): a new net joins with a line.
 NETS = [(arch, {"skip": skip}) for arch in ARCHS for skip in (True, False)] + [
-    ("diagonal_bilstm.DiagonalBiLSTM", {"close_blind_spot": False})
+    ("diagonal_bilstm.DiagonalBiLSTM", {"close_blind_spot": False}),
 ]
 
 
@@ -33,6 +35,31 @@ def random_model(channels: int, levels: int, arch: str, height: int = 5, width: 
 def both_ways(model, draw) -> tuple[torch.Tensor, torch.Tensor]:
     """draw(method, generator) with the same seed, naive then cached."""
     return tuple(draw(method, torch.Generator().manual_seed(3)) for method in ("naive", "cached"))
+
+
+@pytest.mark.parametrize("observed_rows", [0, 2], ids=["sample", "complete"])
+@pytest.mark.parametrize("arch,net", NETS, ids=lambda v: str(v))
+@pytest.mark.parametrize("channels,levels", DATA)
+def test_cached_logits_are_the_full_nets_at_every_sub_pixel(channels, levels, arch, net, observed_rows):
+    """The cached sampler, fed a fixed image in the order sampling feeds it (`complete`: each
+    observed pixel once, whole; then one call per sub-pixel, the channels before it drawn), returns
+    at every call the full net's logits at that position for the same inputs, to 1e-10 in float64.
+    What is not drawn yet holds noise, which a causal step never reads. Unlike equal levels, equal
+    logits cannot come from a lucky draw: every logit of every call is checked."""
+    model = random_model(channels, levels, arch, **net).eval()
+    batch, height, width = 3, 5, 6
+    generator = torch.Generator().manual_seed(1)
+    image, noise = (model.to_input(torch.randint(0, levels, (batch, channels, height, width), generator=generator))
+                    for _ in range(2))  # (B, C, H, W) each
+    inputs = torch.cat([image[:, :, :observed_rows], noise[:, :, observed_rows:]], dim=2)
+    sampler = model.net.cached_sampler(batch, height, width)
+    with torch.no_grad():
+        for row, col in itertools.product(range(height), range(width)):
+            for ch in range(1 if row < observed_rows else channels):
+                expected = model.net(inputs)[..., row, col]  # (B, C) or (B, K, C)
+                torch.testing.assert_close(sampler(inputs, row, col), expected, rtol=0, atol=1e-10,
+                                           msg=lambda m: f"at row {row}, column {col}, channel {ch}: {m}")
+                inputs[:, ch, row, col] = image[:, ch, row, col]  # the draw (observed: already there)
 
 
 @pytest.mark.parametrize("arch,net", NETS, ids=lambda v: str(v))
@@ -111,21 +138,43 @@ def total_variation(samples: torch.Tensor, outcomes: torch.Tensor, probs: torch.
 
 
 def tempered_probs(model, images: torch.Tensor, temperature: float) -> torch.Tensor:
-    """p_T(x) = prod over dimensions of softmax(logits / T) at x: what sampling at T draws from."""
+    """p_T(x) = prod over dimensions of p_T(x_i | x_<i), what sampling at T draws from: softmax(logits / T)
+    at x_i, or for binary data sigmoid(logit / T) if x_i = 1 and 1 - that if x_i = 0."""
     with torch.no_grad():
-        logits = model.logits(images) / temperature  # (M, K, C, H, W)
-        picked = logits.log_softmax(1).gather(1, images[:, None]).squeeze(1)  # (M, C, H, W)
+        logits = model.logits(images) / temperature  # (M, C, H, W) binary, (M, K, C, H, W) otherwise
+        if model.levels == 2:
+            picked = torch.nn.functional.logsigmoid(torch.where(images == 1, logits, -logits))  # (M, C, H, W)
+        else:
+            picked = logits.log_softmax(1).gather(1, images[:, None]).squeeze(1)  # (M, C, H, W)
     return picked.flatten(1).sum(1).exp()
 
 
+def most_likely(model, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The image (1, C, H, W) of each sub-pixel's most likely level given the ones before it (T -> 0)."""
+    channels, height, width = shape
+    image = torch.zeros(1, *shape, dtype=torch.long)
+    for row, col, ch in itertools.product(range(height), range(width), range(channels)):
+        with torch.no_grad():
+            logits = model.logits(image)[0, ..., ch, row, col]  # () binary, (K,) otherwise
+        image[0, ch, row, col] = (logits > 0).long() if model.levels == 2 else logits.argmax()
+    return image
+
+
 @pytest.mark.parametrize("method", ["cached", "naive"])
-def test_temperature_gives_the_tempered_conditionals(method):
-    # RGB, K = 3 levels, one pixel: 27 outcomes, each sub-pixel conditioned on the ones before.
-    model = random_model(3, 3, "pixelcnn.PixelCNN", height=1, width=1)
+@pytest.mark.parametrize(
+    "channels,levels,height,width",
+    [(3, 3, 1, 1), (1, 2, 1, 3)],  # RGB: one pixel of K = 3 levels, 27 outcomes; binary: 1x3, 8 outcomes
+    ids=["rgb", "binary"],
+)
+def test_temperature_gives_the_tempered_conditionals(channels, levels, height, width, method):
+    # Each sub-pixel is conditioned on the ones before: the softmax head (RGB) and the Bernoulli head (binary).
+    model = random_model(channels, levels, "pixelcnn.PixelCNN", height=height, width=width)
     with torch.no_grad():  # sharper conditionals, for T to matter
         for p in model.net.output.logits.parameters():
             p.mul_(3.0)
-    images = torch.tensor(list(itertools.product(range(3), repeat=3))).view(27, 3, 1, 1)
+    dims = channels * height * width
+    images = torch.tensor(list(itertools.product(range(levels), repeat=dims)))  # raster order, channel last
+    images = images.view(-1, height, width, channels).permute(0, 3, 1, 2)  # (levels**dims, C, H, W)
     exact = {t: tempered_probs(model, images, t) for t in (1.0, 0.5)}
     assert exact[1.0].sum().item() == pytest.approx(1.0) and exact[0.5].sum().item() == pytest.approx(1.0)
     assert 0.5 * (exact[1.0] - exact[0.5]).abs().sum() > 0.15  # ignoring T would fail below
@@ -133,9 +182,7 @@ def test_temperature_gives_the_tempered_conditionals(method):
         samples = model.sample(20000, temperature=t, generator=torch.Generator().manual_seed(0), method=method)
         assert total_variation(samples, images, probs) < 0.03, f"T={t}"
     # T -> 0: each sub-pixel its most likely level given the ones before, in every sample.
-    greedy = torch.zeros(1, 3, 1, 1, dtype=torch.long)
-    for ch in range(3):
-        greedy[0, ch] = model.logits(greedy)[0, :, ch].argmax()
+    greedy = most_likely(model, (channels, height, width))
     cold = model.sample(50, temperature=1e-6, generator=torch.Generator().manual_seed(0), method=method)
     assert torch.equal(cold, greedy.expand_as(cold))
 
