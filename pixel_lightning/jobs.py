@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -34,7 +35,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 # Settings whose wrong type would otherwise surface as an assertion deep inside Lightning or torch.
-INTEGER_SETTINGS = ("seed", "trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.num_nodes",
+INTEGER_SETTINGS = ("trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.num_nodes",
                     "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps", "trainer.accumulate_grad_batches",
                     "trainer.num_sanity_val_steps")
 NUMBER_SETTINGS = ("trainer.gradient_clip_val", "trainer.val_check_interval", "trainer.limit_train_batches",
@@ -44,6 +45,8 @@ BOOLEAN_SETTINGS = ("test", "trust_checkpoint")
 
 def check_settings(cfg: DictConfig) -> None:
     """Reject mistyped values of common settings with a message instead of a traceback."""
+    # seed_everything's range: numpy's seeds are unsigned 32-bit integers
+    check_setting(cfg, "seed", "integer", 0, at_least=min_seed_value, at_most=max_seed_value, nullable=True)
     for key in INTEGER_SETTINGS:
         check_setting(cfg, key, "integer", 10, nullable=True)
     for key in NUMBER_SETTINGS:
