@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.run_record import RunRecord
-from pixel_lightning.checkpoint import model_from_checkpoint, read_checkpoint
+from pixel_lightning.checkpoint import check_fits, model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import CheckpointError
 from pixel_lightning.jobs import (
     check_settings,
@@ -46,7 +46,13 @@ def evaluate(cfg: DictConfig) -> dict:
     if not cfg.trust_checkpoint:
         check_buildable(data, f"Checkpoint '{cfg.ckpt_path}'", "run_record.data")
     overrides = {key: value for key, value in cfg.data.items() if value is not None}
-    datamodule = hydra.utils.instantiate(dict(data, data_dir=cfg.paths.data_dir) | overrides)
+    evaluated = dict(data, data_dir=cfg.paths.data_dir) | overrides
+    check_fits(
+        {"data": data}, {"data": evaluated}, cfg.ckpt_path,
+        fix="Evaluate it on the data it was trained on: leave out the data overrides that change the dataset, the "
+        "image shape or the levels (batch sizes and num_workers may change).",
+    )
+    datamodule = hydra.utils.instantiate(evaluated)
 
     record_cfg = cfg.callbacks.run_record
     record_cfg.model_name = record_cfg.model_name or names.get("model") or type(model).__name__

@@ -7,6 +7,7 @@ import torch
 from test_configs import compose_train
 
 from pixel_lightning.errors import CheckpointError, DataError
+from pixel_lightning.eval import evaluate
 from pixel_lightning.sample import sample
 from pixel_lightning.train import check_resume, train
 
@@ -29,6 +30,19 @@ def test_resuming_with_another_architecture_is_refused_before_training(tmp_path)
     assert ("model.net._target_ is pixel_lightning.models.pixelcnn.PixelCNN in the checkpoint but "
             "pixel_lightning.models.row_lstm.RowLSTM here") in str(error.value)
     assert "leave out ckpt_path" in str(error.value)
+    assert not run_dir.exists(), "nothing may be written before the refusal"
+
+
+def test_eval_refuses_data_overrides_that_do_not_fit_the_checkpoint_before_building_anything(tmp_path):
+    path, _ = checkpoint_of([], tmp_path)  # a PixelCNN of binarized MNIST (1 channel, 2 levels, 28 x 28)
+    run_dir = tmp_path / "run"
+    cfg = compose_train([f"ckpt_path={path}", "+data=cifar10", "~logger"], run_dir, config_name="eval")
+    with pytest.raises(CheckpointError) as error:
+        evaluate(cfg)
+    assert ("data._target_ is pixel_lightning.data.BinarizedMNISTDataModule in the checkpoint but "
+            "pixel_lightning.data.CIFAR10DataModule here") in str(error.value)
+    assert "data.channels is 1 in the checkpoint but 3 here" in str(error.value)
+    assert "leave out the data overrides" in str(error.value)
     assert not run_dir.exists(), "nothing may be written before the refusal"
 
 
