@@ -2,11 +2,14 @@
 model, a crafted checkpoint handed to sample.py. In-process, on composed configs (fast)."""
 
 import hydra
+import numpy as np
 import pytest
 import torch
+from support import tiny_model
 from test_configs import compose_train
 
-from pixel_lightning.errors import CheckpointError, DataError
+from pixel_lightning.checkpoint import model_from_checkpoint
+from pixel_lightning.errors import CheckpointError, DataError, UserError
 from pixel_lightning.eval import evaluate
 from pixel_lightning.sample import sample
 from pixel_lightning.train import check_resume, train
@@ -68,3 +71,44 @@ def test_sample_refuses_a_crafted_checkpoint_unless_trusted(trusted, tmp_path, m
                            r"eval_batch_size\._target_\).*trust_checkpoint=true"):
             sample(cfg)
         assert not marker.exists()
+
+
+def tiny_checkpoint(tmp_path):
+    """A 4 x 4 binary PixelCNN's checkpoint (enough for sample mode) and the path it is saved at."""
+    model = tiny_model()
+    checkpoint = {"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}
+    torch.save(checkpoint, tmp_path / "tiny.ckpt")
+    return tmp_path / "tiny.ckpt", checkpoint
+
+
+def test_sample_draws_in_batches_of_batch_size_from_one_generator(tmp_path):
+    path, checkpoint = tiny_checkpoint(tmp_path)
+    overrides = [f"ckpt_path={path}", "num_samples=10", "batch_size=4", "save_npy=true", "device=cpu", "seed=5"]
+    sample(compose_train(overrides, tmp_path / "out", config_name="sample"))
+    written = np.load(tmp_path / "out" / "samples.npy")
+    model = model_from_checkpoint(checkpoint, path, sampling=True)
+    generator = torch.Generator().manual_seed(5)
+    batched = torch.cat([model.sample(n, generator=generator) for n in (4, 4, 2)])
+    assert written.shape == (10, 1, 4, 4) and np.array_equal(written, batched.numpy())
+    at_once = model.sample(10, generator=torch.Generator().manual_seed(5))
+    assert not torch.equal(at_once, batched)  # so the comparison above tells the two apart
+
+
+@pytest.mark.parametrize("overrides, asked, count", [
+    (["num_samples=1000000000000"], "num_samples=1000000000000", 10**12),
+    (["mode=complete", "completion.samples_per_image=1000000000000"],
+     "completion.num_images=8 with samples_per_image=1000000000000", 8 * (10**12 + 2)),  # + occluded and original
+])
+def test_sample_refuses_an_output_larger_than_the_memory_before_drawing(overrides, asked, count, tmp_path,
+                                                                        monkeypatch):
+    from pixel_lightning import sample as pipeline
+
+    path, _ = tiny_checkpoint(tmp_path)
+    monkeypatch.setenv("PIXEL_DATA_DIR", str(tmp_path / "no-data"))  # the refusal comes before any data is read
+    cfg = compose_train([f"ckpt_path={path}", "device=cpu", *overrides], tmp_path / "out", config_name="sample")
+    with pytest.raises(UserError) as error:
+        sample(cfg)
+    needed = count * 16 * 8 * pipeline.MEMORY_PER_LEVEL_BYTE / 1e9  # 16 int64 levels per image, and their copies
+    assert str(error.value).startswith(f"{asked} asks for {count:,} images of shape (1, 4, 4), which need about "
+                                       f"{needed:,.1f} GB of memory")
+    assert not (tmp_path / "out").exists()
