@@ -96,6 +96,23 @@ def test_submitit_local_runs_the_jobs_of_a_multirun_side_by_side(tmp_path):
     assert len(list((tmp_path / ".submitit").glob("*/*_result.pkl"))) == 2  # one submitit process per job
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_multirun_with_a_failed_job_exits_1_with_the_summary_under_every_launcher(launcher, tmp_path):
+    import torch
+    from support import tiny_model
+
+    model = tiny_model()
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, tmp_path / "tiny.ckpt")
+    sweep = tmp_path / "sweep"
+    result = run("sample.py", "-m", f"hydra/launcher={launcher}", f"ckpt_path={tmp_path / 'tiny.ckpt'}", "device=cpu",
+                 "num_samples=0,1", f"hydra.sweep.dir={sweep}", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.endswith(f"error: 1 job(s) failed; their failure.txt says why:\n  {sweep / '0'}\n")
+    assert "num_samples must be an integer of at least 1" in (sweep / "0" / "failure.txt").read_text()
+    assert (sweep / "1" / "samples.png").is_file()
+
+
 def test_the_slurm_launcher_asks_one_task_per_device_and_lightning_reads_the_ranks(monkeypatch):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", return_hydra_config=True, overrides=[
