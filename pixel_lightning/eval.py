@@ -14,12 +14,12 @@ from pixel_lightning.callbacks.run_record import RunRecord
 from pixel_lightning.checkpoint import check_fits, model_from_checkpoint, read_checkpoint
 from pixel_lightning.errors import CheckpointError
 from pixel_lightning.jobs import (
+    PrintTestLine,
     check_settings,
     drop_log_file_on_worker_ranks,
     finish_wandb,
     make_trainer,
     report_no_likelihood,
-    report_test,
 )
 from pixel_lightning.records import RECORD_NAME, quality_line, read_record
 from pixel_lightning.safe_config import check_buildable
@@ -57,14 +57,12 @@ def evaluate(cfg: DictConfig) -> dict:
     record_cfg = cfg.callbacks.run_record
     record_cfg.model_name = record_cfg.model_name or names.get("model") or type(model).__name__
     record_cfg.dataset = record_cfg.dataset or names.get("dataset") or type(datamodule).__name__
-    trainer, loggers = make_trainer(cfg)
+    trainer, loggers = make_trainer(cfg, first=[PrintTestLine("checkpoint", cfg.ckpt_path)])
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if is_overridden("test_step", model):
             trainer.test(model, datamodule=datamodule)
-            metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-            report_test(metrics, cfg.ckpt_path, kind="checkpoint")
         else:  # no likelihood (the DCGAN): sampling time and FID only
             report_no_likelihood(model)
             datamodule.setup("test")

@@ -58,9 +58,10 @@ def check_settings(cfg: DictConfig) -> None:
             check_setting(cfg, key, "boolean", "true")
 
 
-def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
-    """The configured trainer with the `callbacks` and `logger` groups; returns it and the loggers."""
-    callbacks = instantiate_group(cfg.get("callbacks"))
+def make_trainer(cfg: DictConfig, first: list[pl.Callback] = ()) -> tuple[pl.Trainer, list[Any]]:
+    """The configured trainer with the callbacks `first`, then the `callbacks` and `logger` groups;
+    returns it and the loggers."""
+    callbacks = [*first, *instantiate_group(cfg.get("callbacks"))]
     loggers = instantiate_group(cfg.get("logger"))
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
 
@@ -77,6 +78,20 @@ def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
 def report_no_likelihood(model: pl.LightningModule) -> None:
     """The `Test NLL` line of a model that has no likelihood (the DCGAN): no number, never a made-up one."""
     print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
+
+
+class PrintTestLine(pl.Callback):
+    """Prints the `Test NLL` line (rank zero) as the test ends: before the run record, later in the
+    callbacks, scores the samples, which may take minutes or fail and must never lose the line.
+    The tested file is `checkpoint`, or the one trainer.test loaded (none: the weights in memory)."""
+
+    def __init__(self, kind: str, checkpoint: str | None = None) -> None:
+        self.kind, self.checkpoint = kind, checkpoint
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:  # one line per run, not one per DDP process
+            metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+            report_test(metrics, self.checkpoint or trainer.ckpt_path or "", self.kind)
 
 
 def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:

@@ -1,11 +1,13 @@
 """The pipelines refuse unusable inputs before doing any work: a resume checkpoint of another
 model, a crafted checkpoint handed to sample.py. In-process, on composed configs (fast)."""
 
+import re
+
 import hydra
 import numpy as np
 import pytest
 import torch
-from support import tiny_model
+from support import requires_data, tiny_model
 from test_configs import compose_train
 
 from pixel_lightning.checkpoint import model_from_checkpoint
@@ -112,3 +114,31 @@ def test_sample_refuses_an_output_larger_than_the_memory_before_drawing(override
     assert str(error.value).startswith(f"{asked} asks for {count:,} images of shape (1, 4, 4), which need about "
                                        f"{needed:,.1f} GB of memory")
     assert not (tmp_path / "out").exists()
+
+
+@requires_data
+def test_a_failing_sample_quality_step_loses_neither_the_test_line_nor_the_recorded_likelihood(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from pixel_lightning.cli import run_job
+    from pixel_lightning.evaluation.fid import SampleQuality
+
+    path, _ = checkpoint_of(["model.net.hidden=8", "model.net.layers=1"], tmp_path)
+
+    def fail(self, model, datamodule):
+        raise RuntimeError("the sample-quality step failed")
+
+    monkeypatch.setattr(SampleQuality, "evaluate", fail)
+    run_dir = tmp_path / "run"
+    cfg = compose_train([f"ckpt_path={path}", "~logger", "trainer.accelerator=cpu", "trainer.limit_test_batches=1",
+                         "data.eval_batch_size=8"], run_dir, config_name="eval")
+    with pytest.raises(RuntimeError, match="the sample-quality step failed"):
+        run_job(evaluate, cfg)
+    line = re.search(r"^Test NLL: (\d+\.\d\d) nats/image, \d\.\d{4} bits/dim \(checkpoint (\S+)\)$",
+                     capsys.readouterr().out, re.M)
+    assert line and line.group(2) == str(path)
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "failed" and "the sample-quality step failed" in record["error"]
+    assert f"{record['test_nll']:.2f}" == line.group(1)
