@@ -120,17 +120,19 @@ class JobFolders(Callback):
         make_output_folder(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = make_output_folder(config, "hydra.sweep.dir")
-        self._failures_before = failure_files(folder)  # a reused sweep folder may hold older ones
+        make_output_folder(config, "hydra.sweep.dir")
+        self._failures_before = failure_files(config)  # a reused sweep folder may hold older ones
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        for path, stamp in failure_files(Path(os.path.abspath(config.hydra.sweep.dir))).items():  # as run_job's
+        for path, stamp in failure_files(config).items():
             if self._failures_before.get(path) != stamp:
                 failed_jobs.append(str(path.parent))
 
 
-def failure_files(folder: Path) -> dict[Path, int]:
-    """The failure.txt files under a sweep folder, with their modification times (ns)."""
+def failure_files(config: DictConfig) -> dict[Path, int]:
+    """The failure.txt files under the sweep folder, with their modification times (ns); by absolute
+    paths, as run_job names the failed jobs of this process."""
+    folder = Path(os.path.abspath(config.hydra.sweep.dir))
     return {path: path.stat().st_mtime_ns for path in sorted(folder.rglob(FAILURE_NAME))}
 
 

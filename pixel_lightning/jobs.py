@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
@@ -58,7 +59,7 @@ def check_settings(cfg: DictConfig) -> None:
             check_setting(cfg, key, "boolean", "true")
 
 
-def make_trainer(cfg: DictConfig, first: list[pl.Callback] = ()) -> tuple[pl.Trainer, list[Any]]:
+def make_trainer(cfg: DictConfig, first: Sequence[pl.Callback] = ()) -> tuple[pl.Trainer, list[Any]]:
     """The configured trainer with the callbacks `first`, then the `callbacks` and `logger` groups;
     returns it and the loggers."""
     callbacks = [*first, *instantiate_group(cfg.get("callbacks"))]

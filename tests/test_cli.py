@@ -184,17 +184,19 @@ def test_the_failed_jobs_of_a_sweep_are_found_by_the_files_they_leave(tmp_path, 
     from pixel_lightning import cli
 
     monkeypatch.setattr(cli, "failed_jobs", [])
-    (tmp_path / "0").mkdir()
-    (tmp_path / "0" / "failure.txt").write_text("an earlier sweep's job 0 failed\n")
-    config = compose_with_hydra([f"hydra.sweep.dir={tmp_path}"])
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "failure.txt").write_text("an earlier sweep's job 0 failed\n")
+    config = compose_with_hydra(["hydra.sweep.dir=sweep"])  # relative, as by default
     folders = cli.JobFolders()
     folders.on_multirun_start(config)
     for job, failed in (("1", True), ("2", False)):  # what two jobs of this sweep leave
-        (tmp_path / job).mkdir()
+        (sweep / job).mkdir()
         if failed:
-            cli.write_failure(tmp_path / job, "UserError: ...")
+            cli.write_failure(sweep / job, "UserError: ...")
     folders.on_multirun_end(config)
-    assert cli.failed_jobs == [str(tmp_path / "1")]
+    assert cli.failed_jobs == [str(sweep / "1")]  # absolute, like run_job's
 
 
 @requires_data
