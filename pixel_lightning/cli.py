@@ -4,8 +4,10 @@ mistakes, and so that one failing job of a multirun is recorded while the others
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -13,17 +15,20 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from pixel_lightning.errors import UserError
+from pixel_lightning.files import failed_write
 from pixel_lightning.records import record_failure
 
 log = logging.getLogger(__name__)
 
-#: Output folders of the multirun jobs of this process that failed; train.py exits non-zero if any.
+#: Output folders of the failed jobs of this process's multirun; the entry points exit non-zero if any.
 failed_jobs: list[str] = []
+FAILURE_NAME = "failure.txt"
 
 
 def user_error_message(err: BaseException) -> str | None:
@@ -82,15 +87,73 @@ def write_failure(output_dir: Path, report: str) -> None:
     """Leave why the job failed in <output_dir>/failure.txt; best effort, since the folder itself may be
     what failed. (The W&B run of a failed job is closed as failed by the pipeline that opened it.)"""
     try:
-        (output_dir / "failure.txt").write_text(report.rstrip("\n") + "\n")
+        (output_dir / FAILURE_NAME).write_text(report.rstrip("\n") + "\n")
     except OSError as err:
-        log.error("Could not write %s: %s", output_dir / "failure.txt", err)
+        log.error("Could not write %s: %s", output_dir / FAILURE_NAME, err)
 
 
 def exit_if_jobs_failed() -> None:
     """After a multirun: list the failed jobs and exit non-zero, so scripts notice."""
     if failed_jobs:
-        print(f"error: {len(failed_jobs)} job(s) failed; their failure.txt says why:", file=sys.stderr)
-        for path in failed_jobs:
+        paths = list(dict.fromkeys(failed_jobs))  # a job of this process is also found by JobFolders
+        print(f"error: {len(paths)} job(s) failed; their failure.txt says why:", file=sys.stderr)
+        for path in paths:
             print(f"  {path}", file=sys.stderr)
         sys.exit(1)
+
+
+class JobFolders(Callback):
+    """Hydra callback (conf/hydra/default.yaml) around the run or the sweep:
+
+    - at its start, makes the run (or sweep) folder before Hydra does, so that a folder that cannot
+      be made or written (a path through a file, no permission, a read-only disk) is one paragraph
+      and exit status 2: Hydra reports any error of its own job start with a traceback;
+    - at the end of a multirun, adds to `failed_jobs` every job of the sweep that left a failure.txt.
+      Under the submitit launchers (local, SLURM) the jobs run in other processes, so run_job's
+      `failed_jobs` stays empty here: their files are what they leave.
+    """
+
+    def __init__(self) -> None:
+        self._failures_before: dict[Path, int] = {}
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        make_output_folder(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        make_output_folder(config, "hydra.sweep.dir")
+        self._failures_before = failure_files(config)  # a reused sweep folder may hold older ones
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        for path, stamp in failure_files(config).items():
+            if self._failures_before.get(path) != stamp:
+                failed_jobs.append(str(path.parent))
+
+
+def failure_files(config: DictConfig) -> dict[Path, int]:
+    """The failure.txt files under the sweep folder, with their modification times (ns); by absolute
+    paths, as run_job names the failed jobs of this process."""
+    folder = Path(os.path.abspath(config.hydra.sweep.dir))
+    return {path: path.stat().st_mtime_ns for path in sorted(folder.rglob(FAILURE_NAME))}
+
+
+def make_output_folder(config: DictConfig, key: str) -> Path:
+    """Create the folder `config.<key>` and check that a file can be written in it; returns it.
+    On failure print one paragraph and exit 2 (Hydra would print a traceback)."""
+    HydraConfig.instance().set_config(config)  # the folder may name hydra:... values
+    folder = key  # until it resolves
+    try:
+        folder = Path(str(OmegaConf.select(config, key)))
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except Exception as err:
+        cause = failed_write(err)
+        if cause is None:
+            raise
+        print(
+            f"error: Could not make or write the output folder ({key}) {cause.filename or folder}: "
+            f"{cause.strerror or cause}. Set {key}=<a writable folder>, or paths.log_dir=<a writable folder> "
+            "for the default folders under it.", file=sys.stderr,
+        )
+        sys.exit(2)
+    return folder

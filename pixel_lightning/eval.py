@@ -11,14 +11,14 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.run_record import RunRecord
-from pixel_lightning.checkpoint import data_config, model_from_checkpoint, read_checkpoint
+from pixel_lightning.checkpoint import check_fits, data_config, model_from_checkpoint, read_checkpoint
 from pixel_lightning.jobs import (
+    PrintTestLine,
     check_settings,
     drop_log_file_on_worker_ranks,
     finish_wandb,
     make_trainer,
     report_no_likelihood,
-    report_test,
 )
 from pixel_lightning.records import RECORD_NAME, quality_line, read_record
 
@@ -37,19 +37,23 @@ def evaluate(cfg: DictConfig) -> dict:
     # the checkpoint's data, read from this machine's data folder, with the overrides of eval.yaml's `data`
     data = data_config(checkpoint, cfg.ckpt_path, cfg.trust_checkpoint)
     overrides = {key: value for key, value in cfg.data.items() if value is not None}
-    datamodule = hydra.utils.instantiate(dict(data, data_dir=cfg.paths.data_dir) | overrides)
+    evaluated = dict(data, data_dir=cfg.paths.data_dir) | overrides
+    check_fits(
+        {"data": data}, {"data": evaluated}, cfg.ckpt_path,
+        fix="Evaluate it on the data it was trained on: leave out the data overrides that change the dataset, the "
+        "image shape or the levels (batch sizes and num_workers may change).",
+    )
+    datamodule = hydra.utils.instantiate(evaluated)
 
     record_cfg = cfg.callbacks.run_record
     record_cfg.model_name = record_cfg.model_name or names.get("model") or type(model).__name__
     record_cfg.dataset = record_cfg.dataset or names.get("dataset") or type(datamodule).__name__
-    trainer, loggers = make_trainer(cfg)
+    trainer, loggers = make_trainer(cfg, first=[PrintTestLine("checkpoint", cfg.ckpt_path)])
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if is_overridden("test_step", model):
             trainer.test(model, datamodule=datamodule)
-            metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-            report_test(metrics, cfg.ckpt_path, kind="checkpoint")
         else:  # no likelihood (the DCGAN): sampling time and FID only
             report_no_likelihood(model)
             datamodule.setup("test")

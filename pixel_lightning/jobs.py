@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -35,7 +37,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 # Settings whose wrong type would otherwise surface as an assertion deep inside Lightning or torch.
-INTEGER_SETTINGS = ("seed", "trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.num_nodes",
+INTEGER_SETTINGS = ("trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.num_nodes",
                     "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps", "trainer.accumulate_grad_batches",
                     "trainer.num_sanity_val_steps")
 NUMBER_SETTINGS = ("trainer.gradient_clip_val", "trainer.val_check_interval", "trainer.limit_train_batches",
@@ -45,6 +47,8 @@ BOOLEAN_SETTINGS = ("test", "trust_checkpoint")
 
 def check_settings(cfg: DictConfig) -> None:
     """Reject mistyped values of common settings with a message instead of a traceback."""
+    # seed_everything's range: numpy's seeds are unsigned 32-bit integers
+    check_setting(cfg, "seed", "integer", 0, at_least=min_seed_value, at_most=max_seed_value, nullable=True)
     for key in INTEGER_SETTINGS:
         check_setting(cfg, key, "integer", 10, nullable=True)
     for key in NUMBER_SETTINGS:
@@ -56,10 +60,11 @@ def check_settings(cfg: DictConfig) -> None:
             check_setting(cfg, key, "boolean", "true")
 
 
-def make_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
-    """The configured trainer with the `callbacks` and `logger` groups; returns it and the loggers.
-    RestoredPathGuard is always there: a resume checkpoint's paths never reach ModelCheckpoint unchecked."""
-    callbacks = [*instantiate_group(cfg.get("callbacks")), RestoredPathGuard()]
+def make_trainer(cfg: DictConfig, first: Sequence[pl.Callback] = ()) -> tuple[pl.Trainer, list[Any]]:
+    """The configured trainer with the callbacks `first`, then the `callbacks` and `logger` groups;
+    returns it and the loggers. RestoredPathGuard is always there: a resume checkpoint's paths never
+    reach ModelCheckpoint unchecked."""
+    callbacks = [*first, *instantiate_group(cfg.get("callbacks")), RestoredPathGuard()]
     loggers = instantiate_group(cfg.get("logger"))
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
 
@@ -76,6 +81,20 @@ def finish_wandb(loggers: list[Any], failed: bool = False) -> None:
 def report_no_likelihood(model: pl.LightningModule) -> None:
     """The `Test NLL` line of a model that has no likelihood (the DCGAN): no number, never a made-up one."""
     print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
+
+
+class PrintTestLine(pl.Callback):
+    """Prints the `Test NLL` line (rank zero) as the test ends: before the run record, later in the
+    callbacks, scores the samples, which may take minutes or fail and must never lose the line.
+    The tested file is `checkpoint`, or the one trainer.test loaded (none: the weights in memory)."""
+
+    def __init__(self, kind: str, checkpoint: str | None = None) -> None:
+        self.kind, self.checkpoint = kind, checkpoint
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:  # one line per run, not one per DDP process
+            metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+            report_test(metrics, self.checkpoint or trainer.ckpt_path or "", self.kind)
 
 
 def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:

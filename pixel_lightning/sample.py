@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -48,6 +51,7 @@ def check_sample_settings(cfg: DictConfig) -> None:
             f"reference; both give the same images), but it is {cfg.method}. Fix the override, e.g. method=cached."
         )
     check_setting(cfg, "num_samples", "integer", 16, at_least=1)
+    check_setting(cfg, "batch_size", "integer", 64, at_least=1)
     check_setting(cfg, "nrow", "integer", 4, at_least=1, nullable=True)
     check_setting(cfg, "temperature", "number", 1.0, above=0)
     check_setting(cfg, "seed", "integer", 0)
@@ -73,12 +77,53 @@ def test_images(data: dict, data_dir: str, count: int) -> torch.Tensor:
     return torch.stack([datamodule.test_dataset[i] for i in range(count)])
 
 
+def in_batches(draw: Callable[[int, int], torch.Tensor], count: int, batch_size: int) -> torch.Tensor:
+    """`count` images drawn as `draw(first, n)` for consecutive batches of at most `batch_size`
+    (the n images from index `first` on), gathered on the CPU: (count, C, H, W)."""
+    return torch.cat([draw(first, min(batch_size, count - first)).cpu() for first in range(0, count, batch_size)])
+
+
+#: Peak memory of sample.py per byte of the int64 levels it draws, measured (50,000 binarized-MNIST images):
+#: the levels, and make_grid's float64 and uint8 copies of them, which take 3.1 times their size.
+MEMORY_PER_LEVEL_BYTE = 4.1
+
+
+def check_output_fits(count: int, image_shape: tuple[int, int, int], asked: str) -> None:
+    """Refuse, before drawing anything, an output of `count` images that cannot fit in the memory
+    available now; `asked` names the settings that ask for them."""
+    per_image = MEMORY_PER_LEVEL_BYTE * 8 * math.prod(image_shape)  # int64 levels
+    available = available_memory()
+    if count * per_image > available:
+        raise UserError(
+            f"{asked} asks for {count:,} images of shape {tuple(image_shape)}, which need about "
+            f"{count * per_image / 1e9:,.1f} GB of memory (the sampled levels, and the grid drawn from them), but "
+            f"only {available / 1e9:,.1f} GB are available. Ask for at most {int(available // per_image):,} images at "
+            "once (run sample.py again with another seed for more)."
+        )
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation: MemAvailable, or all physical memory without /proc."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def complete_grid(
-    model, originals: torch.Tensor, observed_rows: int, per_image: int, generator, method: str = "cached"
+    model, originals: torch.Tensor, observed_rows: int, per_image: int, generator, method: str = "cached",
+    batch_size: int = 64,
 ) -> torch.Tensor:
     """Rows of [occluded, completion 1..per_image, original], as in the paper's Figure 6."""
     repeated = originals.repeat_interleave(per_image, dim=0)
-    completions = model.complete(repeated, observed_rows, generator=generator, method=method).cpu()
+    completions = in_batches(
+        lambda first, n: model.complete(repeated[first : first + n], observed_rows, generator=generator, method=method),
+        len(repeated), batch_size,
+    )
     occluded = originals.clone()
     occluded[:, :, observed_rows:] = 0
     rows = [
@@ -97,8 +142,12 @@ def sample(cfg: DictConfig) -> Path:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     if cfg.mode == "sample":
+        check_output_fits(cfg.num_samples, model.image_shape, f"num_samples={cfg.num_samples}")
         options = {"method": cfg.method} if hasattr(model, "complete") else {}  # a GAN draws in one pass anyway
-        levels = model.sample(cfg.num_samples, temperature=cfg.temperature, generator=generator, **options).cpu()
+        levels = in_batches(
+            lambda first, n: model.sample(n, temperature=cfg.temperature, generator=generator, **options),
+            cfg.num_samples, cfg.batch_size,
+        )
         nrow = cfg.nrow
     elif not hasattr(model, "complete"):
         raise UserError(
@@ -114,9 +163,12 @@ def sample(cfg: DictConfig) -> Path:
                 f"completion.observed_rows must be from 0 to {height - 1} for the {height}-row images of this "
                 f"checkpoint, but it is {observed}. Fix the override, e.g. completion.observed_rows={height // 2}."
             )
+        per_image = cfg.completion.samples_per_image
+        check_output_fits(cfg.completion.num_images * (per_image + 2), model.image_shape,
+                          f"completion.num_images={cfg.completion.num_images} with samples_per_image={per_image}")
         data = data_config(checkpoint, cfg.ckpt_path, cfg.trust_checkpoint)
         originals = test_images(data, cfg.paths.data_dir, cfg.completion.num_images)
-        levels = complete_grid(model, originals, observed, cfg.completion.samples_per_image, generator, cfg.method)
+        levels = complete_grid(model, originals, observed, per_image, generator, cfg.method, cfg.batch_size)
         nrow = cfg.completion.samples_per_image + 2
     path = save_png(make_grid(levels, model.levels, nrow=nrow), output_dir / f"{cfg.mode}s.png")
     if cfg.save_npy:

@@ -19,6 +19,7 @@ def check_setting(
     example: object,
     *,
     at_least: float | None = None,
+    at_most: float | None = None,
     above: float | None = None,
     nullable: bool = False,
 ) -> None:
@@ -29,10 +30,16 @@ def check_setting(
         return
     valid = isinstance(value, _KINDS[kind]) and (kind == "boolean" or not isinstance(value, bool))
     if valid and kind != "boolean":
-        valid = math.isfinite(value) and (at_least is None or value >= at_least) and (above is None or value > above)
+        valid = (math.isfinite(value) and (at_least is None or value >= at_least)
+                 and (at_most is None or value <= at_most) and (above is None or value > above))
     if not valid:
         wanted = {"integer": "an integer", "number": "a number", "boolean": "true or false"}[kind]
-        wanted += f" of at least {at_least:g}" if at_least is not None else ""
+        if at_least is not None and at_most is not None:
+            wanted += f" from {at_least} to {at_most}"
+        elif at_least is not None:
+            wanted += f" of at least {at_least:g}"
+        elif at_most is not None:
+            wanted += f" of at most {at_most}"
         wanted += f" above {above:g}" if above is not None else ""
         wanted += " (or null)" if nullable else ""
         shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value

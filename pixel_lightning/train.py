@@ -25,12 +25,12 @@ from pixel_lightning.checkpoint import (
 )
 from pixel_lightning.errors import UserError
 from pixel_lightning.jobs import (
+    PrintTestLine,
     check_settings,
     drop_log_file_on_worker_ranks,
     finish_wandb,
     make_trainer,
     report_no_likelihood,
-    report_test,
 )
 from pixel_lightning.records import RECORD_NAME, quality_line, read_record
 
@@ -90,7 +90,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
-    trainer, loggers = make_trainer(cfg)
+    trainer, loggers = make_trainer(cfg, first=[PrintTestLine("best checkpoint")])
     refuse_relaunch_in_multirun(trainer)
     log_setup(trainer, datamodule.batch_size)
     weights_only = not cfg.trust_checkpoint
@@ -105,8 +105,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=weights_only)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
-            if trainer.is_global_zero:  # one line per run, not one per DDP process
-                report_test(metrics, best)
         record_path = Path(cfg.paths.output_dir) / RECORD_NAME
         record = read_record(record_path) if trainer.is_global_zero and record_path.is_file() else None
         if record is not None and record["status"] == "finished":

@@ -72,6 +72,31 @@ def test_a_checkpoint_is_fsynced_before_it_is_renamed_into_place(tmp_path, monke
     assert read_checkpoint(path) == {"step": 1}
 
 
+def test_a_checkpoint_over_the_file_size_limit_is_reported_as_a_write_failure_not_a_zip_writer_error(tmp_path):
+    """Under a file-size limit (or on a full disk) torch's zip writer turns the failed write into
+    `RuntimeError: [enforce fail at inline_container.cc] unexpected pos`: it must still say which
+    file could not be written and why."""
+    import resource
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, path)
+    checkpoint = model_checkpoint(tiny_model(hidden=64))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))  # writes past 20 kB fail with EFBIG
+    try:
+        with pytest.raises(OutputError) as error:
+            io.save_checkpoint(checkpoint, path)
+        with pytest.raises(RuntimeError, match="inline_container"):  # what the user saw before
+            torch.save(checkpoint, tmp_path / "unguarded.ckpt")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(error.value).startswith(f"Could not write the checkpoint {path}: File too large. Free space")
+    assert "inline_container" not in str(error.value)
+    assert read_checkpoint(path) == {"step": 1}  # the previous checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "unguarded.ckpt"]  # no temporary file left
+
+
 def test_missing_checkpoint_names_the_path_and_the_fix(tmp_path):
     with pytest.raises(CheckpointError, match=r"No checkpoint file at .*nope\.ckpt.*ckpt_path="):
         read_checkpoint(tmp_path / "nope.ckpt")

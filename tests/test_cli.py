@@ -189,6 +189,58 @@ def test_user_mistakes_get_one_paragraph_and_no_traceback(tmp_path):
     assert_user_error(run("train.py", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path}/d"), "truncated or corrupt")
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_paragraph_not_hydras_traceback(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run("sample.py", "ckpt_path=x.ckpt", f"hydra.run.dir={blocker}/run", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2
+    assert_user_error(result, f"error: Could not make or write the output folder (hydra.run.dir) {blocker}/run: Not a "
+                      "directory. Set hydra.run.dir=<a writable folder>")
+
+
+def compose_with_hydra(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="sample", overrides=["ckpt_path=x.ckpt", *overrides], return_hydra_config=True)
+
+
+@pytest.mark.parametrize("override, key", [("hydra.sweep.dir={}/sweep", "hydra.sweep.dir"),
+                                           ("paths.log_dir={}/logs", "hydra.sweep.dir")])
+def test_a_sweep_folder_that_cannot_be_made_is_one_paragraph(override, key, tmp_path, capsys):
+    from pixel_lightning.cli import JobFolders
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        JobFolders().on_multirun_start(compose_with_hydra([override.format(blocker)]))
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: Could not make or write the output folder ({key}) {blocker}/")
+    assert ": Not a directory. Set hydra.sweep.dir=<a writable folder>, or paths.log_dir=" in error
+
+
+def test_the_failed_jobs_of_a_sweep_are_found_by_the_files_they_leave(tmp_path, monkeypatch):
+    """Under submitit the jobs run in other processes: the sweep learns of their failures from their
+    failure.txt, and not from one that an earlier sweep left in the same folder."""
+    from pixel_lightning import cli
+
+    monkeypatch.setattr(cli, "failed_jobs", [])
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "failure.txt").write_text("an earlier sweep's job 0 failed\n")
+    config = compose_with_hydra(["hydra.sweep.dir=sweep"])  # relative, as by default
+    folders = cli.JobFolders()
+    folders.on_multirun_start(config)
+    for job, failed in (("1", True), ("2", False)):  # what two jobs of this sweep leave
+        (sweep / job).mkdir()
+        if failed:
+            cli.write_failure(sweep / job, "UserError: ...")
+    folders.on_multirun_end(config)
+    assert cli.failed_jobs == [str(sweep / "1")]  # absolute, like run_job's
+
+
 @requires_data
 def test_a_diverging_run_stops_with_the_message_and_its_wandb_run_is_marked_failed(tmp_path):
     result = run("train.py", "debug=smoke", "optimizer.lr=1e3", f"hydra.run.dir={tmp_path}",

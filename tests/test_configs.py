@@ -151,6 +151,23 @@ def test_mistyped_settings_are_user_errors(override, tmp_path):
     check_settings(compose_train([], tmp_path))  # the defaults pass
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_out_of_seed_everythings_range_is_refused_with_the_range(seed, tmp_path):
+    import pytorch_lightning as pl
+
+    from pixel_lightning.errors import UserError
+    from pixel_lightning.jobs import check_settings
+
+    with pytest.raises(ValueError, match="not in bounds"):  # what the check keeps from the user
+        pl.seed_everything(seed)
+    with pytest.raises(UserError) as error:
+        check_settings(compose_train([f"seed={seed}"], tmp_path))
+    assert str(error.value) == (f"seed must be an integer from 0 to 4294967295 (or null), but it is {seed}. "
+                                "Fix the override, e.g. seed=0.")
+    for valid in (0, 2**32 - 1):  # both ends of the range pass
+        check_settings(compose_train([f"seed={valid}"], tmp_path))
+
+
 @pytest.mark.parametrize("data", options("data"))
 def test_every_datamodule_argument_can_be_set_without_a_plus(data):
     """Each argument of the DataModule is declared in its config, so `data.<arg>=...` works as the README says."""

@@ -108,6 +108,25 @@ def test_sample_quality_labels_its_score_and_caches_classifier_and_real_statisti
     assert {path: path.stat().st_mtime_ns for path in tmp_path.iterdir()} == stamps
 
 
+@requires_data
+def test_unreadable_caches_are_moved_aside_and_rebuilt_with_one_line_each(mnist, tmp_path, caplog):
+    tiniest = {"epochs": 1, "train_images": 500, "width": 4, "num_features": 8}
+    quality = SampleQuality(num_samples=6, num_real=100, batch_size=6, cache_dir=str(tmp_path), classifier=tiniest)
+    fields, _ = quality.evaluate(Uniform(), mnist)
+    classifier, statistics = sorted(tmp_path.iterdir(), key=lambda path: "-real-" in path.name)
+    classifier.write_bytes(classifier.read_bytes()[:300])  # truncated
+    torch.save(Uniform(), statistics)  # not a weights-only file
+    again, _ = quality.evaluate(Uniform(), mnist)
+    assert again["fid"] == fields["fid"]  # rebuilt: the classifier trains deterministically under its seed
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 2
+    for path, what in ((classifier, "classifier"), (statistics, "real statistics")):
+        assert any(line.startswith(f"The cached {what} {path} cannot be used (") and
+                   line.endswith(f"moved it to {path.name}.unreadable and rebuilding it.") for line in warnings)
+        assert (tmp_path / f"{path.name}.unreadable").is_file()
+        torch.load(path, weights_only=True)  # rebuilt
+
+
 @pytest.mark.slow
 @requires_data
 def test_default_classifier_reaches_its_stated_accuracy(mnist, tmp_path):

@@ -2,14 +2,19 @@
 model or with weights that do not fit its own settings, a crafted checkpoint handed to sample.py.
 In-process, on composed configs (fast)."""
 
+import re
+
 import hydra
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from support import tiny_binarized_mnist
+from support import requires_data, tiny_binarized_mnist, tiny_model
 from test_configs import compose_train
 
-from pixel_lightning.errors import CheckpointError, DataError
+from pixel_lightning.checkpoint import model_from_checkpoint
+from pixel_lightning.errors import CheckpointError, DataError, UserError
+from pixel_lightning.eval import evaluate
 from pixel_lightning.sample import sample
 from pixel_lightning.train import check_resume, train
 
@@ -32,6 +37,19 @@ def test_resuming_with_another_architecture_is_refused_before_training(tmp_path)
     assert ("model.net._target_ is pixel_lightning.models.pixelcnn.PixelCNN in the checkpoint but "
             "pixel_lightning.models.row_lstm.RowLSTM here") in str(error.value)
     assert "leave out ckpt_path" in str(error.value)
+    assert not run_dir.exists(), "nothing may be written before the refusal"
+
+
+def test_eval_refuses_data_overrides_that_do_not_fit_the_checkpoint_before_building_anything(tmp_path):
+    path, _ = checkpoint_of([], tmp_path)  # a PixelCNN of binarized MNIST (1 channel, 2 levels, 28 x 28)
+    run_dir = tmp_path / "run"
+    cfg = compose_train([f"ckpt_path={path}", "+data=cifar10", "~logger"], run_dir, config_name="eval")
+    with pytest.raises(CheckpointError) as error:
+        evaluate(cfg)
+    assert ("data._target_ is pixel_lightning.data.BinarizedMNISTDataModule in the checkpoint but "
+            "pixel_lightning.data.CIFAR10DataModule here") in str(error.value)
+    assert "data.channels is 1 in the checkpoint but 3 here" in str(error.value)
+    assert "leave out the data overrides" in str(error.value)
     assert not run_dir.exists(), "nothing may be written before the refusal"
 
 
@@ -97,3 +115,72 @@ def test_completion_says_when_a_checkpoint_does_not_name_its_dataset(tmp_path, m
     checkpoint["run_record"] = {"data": saved_data}
     torch.save(checkpoint, path)
     assert sample(compose_train(overrides, tmp_path / "out", config_name="sample")).name == "completes.png"
+
+
+def tiny_checkpoint(tmp_path):
+    """A 4 x 4 binary PixelCNN's checkpoint (enough for sample mode) and the path it is saved at."""
+    model = tiny_model()
+    checkpoint = {"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}
+    torch.save(checkpoint, tmp_path / "tiny.ckpt")
+    return tmp_path / "tiny.ckpt", checkpoint
+
+
+def test_sample_draws_in_batches_of_batch_size_from_one_generator(tmp_path):
+    path, checkpoint = tiny_checkpoint(tmp_path)
+    overrides = [f"ckpt_path={path}", "num_samples=10", "batch_size=4", "save_npy=true", "device=cpu", "seed=5"]
+    sample(compose_train(overrides, tmp_path / "out", config_name="sample"))
+    written = np.load(tmp_path / "out" / "samples.npy")
+    model = model_from_checkpoint(checkpoint, path, sampling=True)
+    generator = torch.Generator().manual_seed(5)
+    batched = torch.cat([model.sample(n, generator=generator) for n in (4, 4, 2)])
+    assert written.shape == (10, 1, 4, 4) and np.array_equal(written, batched.numpy())
+    at_once = model.sample(10, generator=torch.Generator().manual_seed(5))
+    assert not torch.equal(at_once, batched)  # so the comparison above tells the two apart
+
+
+@pytest.mark.parametrize("overrides, asked, count", [
+    (["num_samples=1000000000000"], "num_samples=1000000000000", 10**12),
+    (["mode=complete", "completion.samples_per_image=1000000000000"],
+     "completion.num_images=8 with samples_per_image=1000000000000", 8 * (10**12 + 2)),  # + occluded and original
+])
+def test_sample_refuses_an_output_larger_than_the_memory_before_drawing(overrides, asked, count, tmp_path,
+                                                                        monkeypatch):
+    from pixel_lightning import sample as pipeline
+
+    path, _ = tiny_checkpoint(tmp_path)
+    monkeypatch.setenv("PIXEL_DATA_DIR", str(tmp_path / "no-data"))  # the refusal comes before any data is read
+    cfg = compose_train([f"ckpt_path={path}", "device=cpu", *overrides], tmp_path / "out", config_name="sample")
+    with pytest.raises(UserError) as error:
+        sample(cfg)
+    needed = count * 16 * 8 * pipeline.MEMORY_PER_LEVEL_BYTE / 1e9  # 16 int64 levels per image, and their copies
+    assert str(error.value).startswith(f"{asked} asks for {count:,} images of shape (1, 4, 4), which need about "
+                                       f"{needed:,.1f} GB of memory")
+    assert not (tmp_path / "out").exists()
+
+
+@requires_data
+def test_a_failing_sample_quality_step_loses_neither_the_test_line_nor_the_recorded_likelihood(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from pixel_lightning.cli import run_job
+    from pixel_lightning.evaluation.fid import SampleQuality
+
+    path, _ = checkpoint_of(["model.net.hidden=8", "model.net.layers=1"], tmp_path)
+
+    def fail(self, model, datamodule):
+        raise RuntimeError("the sample-quality step failed")
+
+    monkeypatch.setattr(SampleQuality, "evaluate", fail)
+    run_dir = tmp_path / "run"
+    cfg = compose_train([f"ckpt_path={path}", "~logger", "trainer.accelerator=cpu", "trainer.limit_test_batches=1",
+                         "data.eval_batch_size=8"], run_dir, config_name="eval")
+    with pytest.raises(RuntimeError, match="the sample-quality step failed"):
+        run_job(evaluate, cfg)
+    line = re.search(r"^Test NLL: (\d+\.\d\d) nats/image, \d\.\d{4} bits/dim \(checkpoint (\S+)\)$",
+                     capsys.readouterr().out, re.M)
+    assert line and line.group(2) == str(path)
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "failed" and "the sample-quality step failed" in record["error"]
+    assert f"{record['test_nll']:.2f}" == line.group(1)

@@ -40,6 +40,42 @@ def test_an_optuna_study_records_a_failed_trial_and_goes_on(tmp_path):
     assert math.isfinite(best["best_value"])
 
 
+def optuna_trials(storage: str, study_name: str) -> list:
+    import optuna
+
+    return optuna.load_study(study_name=study_name, storage=storage).trials
+
+
+def test_an_optuna_study_in_sqlite_continues_where_the_last_process_stopped(tmp_path):
+    # optuna 2.x (what hydra-optuna-sweeper 1.3 allows) fails on SQLAlchemy 2 with an AssertionError
+    # in RDBStorage.get_current_version and leaves a half-made .db: pyproject pins sqlalchemy<2
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    for _ in range(2):  # two processes of one persistent study, each adding a trial
+        study = optuna.create_study(study_name="lr", storage=storage, load_if_exists=True)
+        study.optimize(lambda trial: trial.suggest_float("lr", 1e-5, 1e-3), n_trials=1)
+    assert [trial.number for trial in optuna_trials(storage, "lr")] == [0, 1]
+
+
+@pytest.mark.slow
+@requires_data
+def test_a_second_optuna_sweep_with_sqlite_storage_continues_the_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    for sweep in ("first", "second"):
+        result = run("train.py", "-m", "debug=smoke", "hparams_search=optuna", "hydra.sweeper.n_trials=1",
+                     f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=persistent", "logger=csv",
+                     "test=false", "fid.num_samples=0", "callbacks.sample_grid.num_samples=1",
+                     "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+                     "model.net.hidden=8", "model.net.layers=2", f"hydra.sweep.dir={tmp_path / sweep}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna_trials(storage, "persistent")
+    assert [trial.number for trial in trials] == [0, 1]  # the second sweep's trial goes on from the first's
+    assert all(trial.state.name == "COMPLETE" and math.isfinite(trial.value) for trial in trials)
+    second = yaml.safe_load((tmp_path / "second" / "optimization_results.yaml").read_text())
+    assert second["best_value"] == min(trial.value for trial in trials)  # the best of both sweeps
+
+
 def first_and_last_log_time(job_dir):
     stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\]", (job_dir / "train.log").read_text(), re.M)
     return datetime.fromisoformat(stamps[0]), datetime.fromisoformat(stamps[-1])
@@ -58,6 +94,23 @@ def test_submitit_local_runs_the_jobs_of_a_multirun_side_by_side(tmp_path):
     (start0, end0), (start1, end1) = spans
     assert start1 <= end0 and start0 <= end1, f"the jobs ran one after the other: {spans}"
     assert len(list((tmp_path / ".submitit").glob("*/*_result.pkl"))) == 2  # one submitit process per job
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_multirun_with_a_failed_job_exits_1_with_the_summary_under_every_launcher(launcher, tmp_path):
+    import torch
+    from support import tiny_model
+
+    model = tiny_model()
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, tmp_path / "tiny.ckpt")
+    sweep = tmp_path / "sweep"
+    result = run("sample.py", "-m", f"hydra/launcher={launcher}", f"ckpt_path={tmp_path / 'tiny.ckpt'}", "device=cpu",
+                 "num_samples=0,1", f"hydra.sweep.dir={sweep}", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.endswith(f"error: 1 job(s) failed; their failure.txt says why:\n  {sweep / '0'}\n")
+    assert "num_samples must be an integer of at least 1" in (sweep / "0" / "failure.txt").read_text()
+    assert (sweep / "1" / "samples.png").is_file()
 
 
 def test_the_slurm_launcher_asks_one_task_per_device_and_lightning_reads_the_ranks(monkeypatch):

@@ -134,7 +134,8 @@ class RunRecord(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.after_test:
-            self.finish(trainer, pl_module, trainer.datamodule)
+            self._write(trainer, pl_module, trainer.datamodule, final=False)  # the test's figures before the
+            self.finish(trainer, pl_module, trainer.datamodule)  # sample quality, which may fail
 
     def finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> None:
         """Complete the record (sample quality, status finished), write it and log it: at the end

@@ -10,11 +10,14 @@ test accuracy, loadable weights-only); every score names it and states that accu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ from pixel_lightning.data.datamodule import ImageDataModule
 from pixel_lightning.data.labelled import family, labelled_split
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class FeatureNet(nn.Module):
@@ -100,6 +104,25 @@ def accuracy(net: FeatureNet, images: np.ndarray, labels: np.ndarray, num_levels
     return correct / len(images)
 
 
+def read_cache(path: Path, what: str, use: Callable[[Any], T]) -> T | None:
+    """`use(contents)` of the cache file `path` (loaded weights-only), or None when there is none.
+    A cache is derived data: one that cannot be read or used (truncated, not a weights-only file,
+    other contents) is reported in one line and moved aside to `<name>.unreadable`; the caller
+    then rebuilds it."""
+    if not path.is_file():
+        return None
+    try:
+        return use(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as err:  # whatever is wrong with the file, rebuilding it is the remedy
+        aside = path.with_name(f"{path.name}.unreadable")
+        with contextlib.suppress(FileNotFoundError):  # a parallel job moved it first
+            os.replace(path, aside)
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
+        log.warning("The cached %s %s cannot be used (%s: %s); moved it to %s and rebuilding it.", what, path,
+                    type(err).__name__, detail, aside.name)
+        return None
+
+
 class CachedClassifier:
     """The classifier for a data module's dataset family and levels, trained once and cached.
 
@@ -117,11 +140,9 @@ class CachedClassifier:
 
     def load(self) -> tuple[FeatureNet, float]:
         """(net in eval mode, test accuracy); trains and caches it if the cache has none."""
-        if self.path.is_file():
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-            net = FeatureNet(**saved["architecture"])
-            net.load_state_dict(saved["state_dict"])
-            return net.eval(), float(saved["accuracy"])
+        cached = read_cache(self.path, "classifier", _from_saved)
+        if cached is not None:
+            return cached
         train, test = (labelled_split(self.datamodule, split) for split in ("train", "test"))
         with torch.enable_grad():
             net, acc = train_classifier(train, test, self.levels, description=self.name, **self.settings)
@@ -133,3 +154,9 @@ class CachedClassifier:
         os.replace(tmp, self.path)  # atomic: a parallel job never reads half a file
         log.info("Trained %s: test accuracy %.2f%%, cached in %s", self.name, 100 * acc, self.path)
         return net, acc
+
+
+def _from_saved(saved: dict[str, Any]) -> tuple[FeatureNet, float]:
+    net = FeatureNet(**saved["architecture"])
+    net.load_state_dict(saved["state_dict"])
+    return net.eval(), float(saved["accuracy"])

@@ -24,9 +24,18 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from pixel_lightning.data.datamodule import ImageDataModule
-from pixel_lightning.evaluation.feature_net import CachedClassifier, FeatureNet, to_unit
+from pixel_lightning.evaluation.feature_net import CachedClassifier, FeatureNet, read_cache, to_unit
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+
+
+def fitting_states(saved: dict, metric: FrechetInceptionDistance) -> dict[str, torch.Tensor]:
+    """The real statistics (REAL_STATES) of a cache file, if they are tensors of the metric's shapes."""
+    states = {name: saved[name] for name in REAL_STATES}
+    for name, value in states.items():
+        if not isinstance(value, torch.Tensor) or value.shape != getattr(metric, name).shape:
+            raise ValueError(f"{name} is not a tensor of shape {tuple(getattr(metric, name).shape)}")
+    return states
 
 
 def fid_label(classifier_name: str, accuracy: float) -> str:
@@ -140,8 +149,9 @@ class SampleQuality:
         real = real_subset(datamodule.test_dataset, self.num_real)
         digest = hashlib.sha1(real.numpy().tobytes()).hexdigest()[:10]
         path = cached.path.with_name(f"{cached.path.stem}-real-{digest}.pt")
-        if path.is_file():
-            for name, value in torch.load(path, map_location="cpu", weights_only=True).items():
+        saved = read_cache(path, "real statistics", lambda saved: fitting_states(saved, metric))
+        if saved is not None:
+            for name, value in saved.items():
                 setattr(metric, name, value)
             return
         update_in_batches(metric, real, datamodule.levels, real=True)
