@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from pixel_lightning.data.datamodule import ImageDataModule
+from pixel_lightning.data.datamodule import ImageDataModule, image_of
 from pixel_lightning.evaluation.feature_net import CachedClassifier, FeatureNet, to_unit
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
@@ -37,7 +37,7 @@ def real_subset(dataset, count: int) -> torch.Tensor:
     """`count` test images drawn with a fixed seed (N, C, H, W): files such as binarized MNIST's
     are sorted by class, so their first images are not a sample of the data."""
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
-    return torch.stack([dataset[int(i)] for i in chosen.sort().values])
+    return torch.stack([image_of(dataset[int(i)]) for i in chosen.sort().values])
 
 
 def frechet_metric(net: FeatureNet) -> FrechetInceptionDistance:
