@@ -1,0 +1,157 @@
+"""Class-conditional models p(x | y) against ground truth: the label reaches every position,
+causality is unchanged, each label's distribution is normalised and labels differ; the data
+modules' labels are the dataset's (binarized MNIST's order checked against MNIST's images)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from dependency import assert_causal
+from support import real_data_dir, requires_data
+from test_data import amat_bytes, grey_images, idx_bytes, write
+from test_gated_pixelcnn import WithLabel
+
+from pixel_lightning.data import BinarizedMNISTDataModule, CIFAR10DataModule, MNISTDataModule
+from pixel_lightning.errors import DataError, UserError
+from pixel_lightning.models import AutoregressiveImageModel
+
+ARCHS = ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM", "spatial_lstm.SpatialLSTM",
+         "gated_pixelcnn.GatedPixelCNN"]
+
+
+def conditional_model(arch: str, channels: int = 1, levels: int = 2, height: int = 4, width: int = 4, **net):
+    """A float64 class-conditional model (10 classes) with random label embeddings."""
+    torch.manual_seed(0)
+    model = AutoregressiveImageModel(
+        net={"_target_": f"pixel_lightning.models.{arch}", "channels": channels, "levels": levels, "hidden": 12,
+             "layers": 2, "output_hidden": 24, **net},
+        optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
+        data={"channels": channels, "height": height, "width": width, "levels": levels, "classes": 10},
+        condition="class",
+    ).double()
+    with torch.no_grad():
+        for embedding in model.net.label_biases.embeddings:
+            torch.nn.init.normal_(embedding.weight)
+    return model
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_label_reaches_the_first_and_the_last_position_through_every_layer(arch):
+    model = conditional_model(arch, height=4, width=5)
+    images = torch.randint(0, 2, (2, 1, 4, 5), generator=torch.Generator().manual_seed(0))
+    label = torch.tensor([3, 6])
+    for position in ((0, 0), (3, 4)):
+        model.zero_grad()
+        model.logits(images, label)[..., position[0], position[1]].sum().backward()
+        for i, embedding in enumerate(model.net.label_biases.embeddings):
+            used = embedding.weight.grad[label]  # (2, width): the rows of the two labels
+            assert used.ne(0).any(dim=1).all(), f"layer {i}'s label bias does not reach position {position}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_conditioning_keeps_exact_causality(arch):
+    model = conditional_model(arch, channels=3, levels=4)
+    assert_causal(WithLabel(model.net, torch.tensor([1, 8])), 3, height=4, width=5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_each_labels_2x2_distribution_sums_to_one_and_labels_differ(arch):
+    model = conditional_model(arch, height=2, width=2)
+    images = torch.tensor(list(itertools.product(range(2), repeat=4))).view(-1, 1, 2, 2)  # all 16 images
+    labels = torch.arange(10).repeat_interleave(len(images))
+    with torch.no_grad():
+        p = model.log_prob(images.repeat(10, 1, 1, 1), labels).exp().view(10, len(images))  # (label, image)
+    torch.testing.assert_close(p.sum(1), torch.ones(10, dtype=p.dtype), rtol=0, atol=1e-9)
+    assert (p[0] - p[1]).abs().max() > 1e-6, "labels 0 and 1 give the same distribution"  # float64: exact
+
+
+def test_a_label_is_required_exactly_when_conditional():
+    model = conditional_model("pixelcnn.PixelCNN")
+    with pytest.raises(ValueError, match="pass label"):
+        model.log_prob(torch.zeros(1, 1, 4, 4, dtype=torch.long))
+    with pytest.raises(UserError, match="model.condition must be null"):
+        conditional_model("pixelcnn.PixelCNN").__class__(
+            net={"_target_": "pixel_lightning.models.pixelcnn.PixelCNN", "channels": 1, "levels": 2},
+            optimizer={"_target_": "torch.optim.Adam"}, data={"channels": 1, "height": 4, "width": 4, "levels": 2},
+            condition="label",
+        )
+
+
+# ---------------------------------------------------------------- labelled data
+
+
+@pytest.fixture
+def labelled_mnist(tmp_path, monkeypatch):
+    """Tiny MNIST with labels: 12 train (binarized MNIST: 6 train, 3 valid), 4 test."""
+    monkeypatch.setattr(MNISTDataModule, "expected_sizes", {"train": 12, "test": 4})
+    monkeypatch.setattr(BinarizedMNISTDataModule, "expected_sizes", {"train": 6, "valid": 3, "test": 4})
+    # digit-like: about half of each image blank (0), as MNIST's background
+    grey = {split: images * (grey_images(len(images), 9) > 128) for split, images in
+            (("train", grey_images(12, 1)), ("t10k", grey_images(4, 2)))}
+    labels = {"train": np.arange(12) % 10, "t10k": np.array([7, 2, 1, 0])}
+    for split in grey:
+        write(tmp_path / f"MNIST/raw/{split}-images-idx3-ubyte", idx_bytes(grey[split][:, 0]))
+        write(tmp_path / f"MNIST/raw/{split}-labels-idx1-ubyte", idx_bytes(labels[split]))
+    return tmp_path, grey, labels
+
+
+def write_binarized(root, grey: dict[str, np.ndarray]) -> None:
+    """Binarized MNIST files drawn as Bernoulli(grey / 255) from MNIST's images in MNIST's order."""
+    rng = np.random.default_rng(0)
+    sources = {"train": grey["train"][:6], "valid": grey["train"][6:9], "test": grey["t10k"]}
+    for split, images in sources.items():
+        binary = (rng.random(images.shape) < images / 255).astype(np.uint8)
+        write(root / f"binarized_mnist/binarized_mnist_{split}.amat", amat_bytes(binary))
+
+
+def test_mnist_items_are_images_with_their_labels(labelled_mnist):
+    root, grey, labels = labelled_mnist
+    datamodule = MNISTDataModule(root, val_size=4, download=False, condition="class")
+    datamodule.setup()
+    train = [datamodule.train_dataset[i] for i in range(8)] + [datamodule.val_dataset[i] for i in range(4)]
+    by_image = {image.numpy().tobytes(): int(label) for image, label in train}
+    assert by_image == {image.tobytes(): int(label) for image, label in zip(grey["train"], labels["train"])}
+    assert [int(datamodule.test_dataset[i][1]) for i in range(4)] == labels["t10k"].tolist()
+    images, batch_labels = next(iter(datamodule.test_dataloader()))
+    assert images.shape == (4, 1, 28, 28) and batch_labels.tolist() == [7, 2, 1, 0]
+
+
+def test_binarized_mnist_in_mnists_order_gets_mnists_labels(labelled_mnist):
+    root, grey, labels = labelled_mnist
+    write_binarized(root, grey)
+    datamodule = BinarizedMNISTDataModule(root, download=False, condition="class")
+    datamodule.setup()
+    got = [[int(split[i][1]) for i in range(len(split))]
+           for split in (datamodule.train_dataset, datamodule.val_dataset, datamodule.test_dataset)]
+    assert got == [labels["train"][:6].tolist(), labels["train"][6:9].tolist(), labels["t10k"].tolist()]
+
+
+def test_binarized_mnist_out_of_mnists_order_is_refused(labelled_mnist):
+    root, grey, _ = labelled_mnist
+    shuffled = dict(grey, train=grey["train"][::-1])  # the binarized train file then holds other images
+    write_binarized(root, shuffled)
+    datamodule = BinarizedMNISTDataModule(root, download=False, condition="class")
+    with pytest.raises(DataError, match="binarized MNIST train file .* is not in MNIST's order"):
+        datamodule.setup()
+    BinarizedMNISTDataModule(root, download=False).setup()  # unconditional: labels are not needed
+
+
+@pytest.mark.slow
+@requires_data
+def test_the_shared_binarized_mnist_is_checked_against_the_shared_mnist():
+    # The shared files' training split is not in MNIST's order (its test split is MNIST's test
+    # set sorted by label, data/README.md), so their labels are refused, not guessed.
+    with pytest.raises(DataError, match="train file .* is not in MNIST's order"):
+        BinarizedMNISTDataModule(real_data_dir(), download=False, condition="class").setup()
+
+
+@pytest.mark.slow
+@requires_data
+def test_cifar10_test_labels_are_the_files():
+    datamodule = CIFAR10DataModule(real_data_dir(), download=False, condition="class")
+    datamodule.setup()
+    labels = np.load(real_data_dir() / "cifar10/cifar10_test.npz")["y"]
+    assert [int(datamodule.test_dataset[i][1]) for i in range(0, 10000, 997)] == labels[::997].tolist()
