@@ -58,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict:
         if is_overridden("test_step", model):
             trainer.test(model, datamodule=datamodule)
             metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-            report_test(metrics, cfg.ckpt_path, kind="checkpoint")
+            report_test(metrics, cfg.ckpt_path, kind="checkpoint", condition=model.condition)
         else:  # no likelihood (the DCGAN): sampling time and FID only
             report_no_likelihood(model)
             datamodule.setup("test")

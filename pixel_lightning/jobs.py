@@ -76,8 +76,12 @@ def report_no_likelihood(model: pl.LightningModule) -> None:
     print(f"Test NLL: none ({type(model).__name__} has no likelihood)", flush=True)
 
 
-def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:
+def report_test(
+    metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint", condition: str | None = None
+) -> None:
+    """The `Test NLL` line; a class-conditional model's (`condition`) is -log p(x | y), and says so."""
     nll, bpd = metrics.get("test/nll", math.nan), metrics.get("test/bpd", math.nan)
     source = f" ({kind} {checkpoint})" if checkpoint else ""
-    print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{source}", flush=True)
+    given = ", conditional: -log p(x | y)" if condition == "class" else ""
+    print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{given}{source}", flush=True)
 

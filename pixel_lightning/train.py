@@ -90,7 +90,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=weights_only)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
             if trainer.is_global_zero:  # one line per run, not one per DDP process
-                report_test(metrics, best)
+                report_test(metrics, best, condition=model.condition)
         record_path = Path(cfg.paths.output_dir) / RECORD_NAME
         record = read_record(record_path) if trainer.is_global_zero and record_path.is_file() else None
         if record is not None and record["status"] == "finished":
