@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 from dependency import assert_causal
-from support import real_data_dir, requires_data
+from omegaconf import OmegaConf
+from support import real_data_dir, requires_data, tiny_model
 from test_data import amat_bytes, grey_images, idx_bytes, write
 from test_gated_pixelcnn import WithLabel
 
 from pixel_lightning.data import BinarizedMNISTDataModule, CIFAR10DataModule, MNISTDataModule
 from pixel_lightning.errors import DataError, UserError
 from pixel_lightning.models import AutoregressiveImageModel
+from pixel_lightning.sample import check_label_settings, complete_grid, sample_labels
 
 ARCHS = ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM", "spatial_lstm.SpatialLSTM",
          "gated_pixelcnn.GatedPixelCNN"]
@@ -155,3 +157,67 @@ def test_cifar10_test_labels_are_the_files():
     datamodule.setup()
     labels = np.load(real_data_dir() / "cifar10/cifar10_test.npz")["y"]
     assert [int(datamodule.test_dataset[i][1]) for i in range(0, 10000, 997)] == labels[::997].tolist()
+
+
+# ---------------------------------------------------------------- sampling with labels
+
+
+def sample_settings(**settings):
+    return OmegaConf.create({"mode": "sample", "label": None, "labels": None, "num_samples": 3, "nrow": None,
+                             "ckpt_path": "run/last.ckpt", **settings})
+
+
+def test_sample_labels_are_one_class_or_one_row_per_class():
+    model = conditional_model("pixelcnn.PixelCNN")
+    labels, nrow = sample_labels(sample_settings(label=7), model)
+    assert labels.tolist() == [7, 7, 7] and nrow is None
+    for settings in (sample_settings(labels="all"), sample_settings()):  # labels=all is a conditional model's default
+        labels, nrow = sample_labels(settings, model)
+        assert labels.tolist() == [c for c in range(10) for _ in range(3)] and nrow == 3
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"label": 10}, "label=10 is not a class of this checkpoint's model: its classes are numbered 0 to 9"),
+    ({"label": 3, "unconditional": True}, "need a class-conditional checkpoint .* holds an unconditional model"),
+    ({"labels": "all", "unconditional": True}, "need a class-conditional checkpoint"),
+    ({"label": -1}, "label must be an integer of at least 0"),
+    ({"labels": "some"}, "labels must be all"),
+    ({"label": 2, "labels": "all"}, "both given"),
+    ({"label": 2, "mode": "complete"}, "mode=complete keeps each test image's own label"),
+])
+def test_sample_label_settings_are_refused_with_one_paragraph(settings, problem):
+    unconditional = settings.pop("unconditional", False)
+    model = tiny_model() if unconditional else conditional_model("pixelcnn.PixelCNN")
+    cfg = sample_settings(**settings)
+    with pytest.raises(UserError, match=problem) as refused:
+        check_label_settings(cfg)
+        sample_labels(cfg, model)
+    assert "\n" not in str(refused.value)
+
+
+def test_completion_keeps_each_originals_label():
+    model = conditional_model("gated_pixelcnn.GatedPixelCNN", height=3, width=3)
+    originals = torch.randint(0, 2, (2, 1, 3, 3), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([4, 9])
+    grid = complete_grid(model, originals, 1, 2, torch.Generator().manual_seed(1), labels=labels)
+    expected = model.complete(originals.repeat_interleave(2, 0), 1, generator=torch.Generator().manual_seed(1),
+                              label=labels.repeat_interleave(2))
+    assert torch.equal(grid.view(2, 4, 1, 3, 3)[:, 1:3].flatten(0, 1), expected)
+
+
+def test_conditional_dcgan_trains_a_step_and_samples_the_asked_classes():
+    from pixel_lightning.models import DCGAN
+
+    torch.manual_seed(0)
+    gan = DCGAN(data={"channels": 1, "height": 8, "width": 8, "levels": 2, "classes": 10},
+                optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3}, features=4, latent=6, condition="class")
+    label = torch.tensor([0, 5])
+    z = gan.noise(2, torch.Generator().manual_seed(0))
+    gan.eval()
+    with torch.no_grad():  # the same noise, other classes: other images
+        assert not torch.equal(gan.generate(z, label), gan.generate(z, label.flip(0)))
+    gan.zero_grad()
+    gan.discriminate(gan.generate(z, label), label).sum().backward()
+    assert gan.label_to_generator.weight.grad[label].ne(0).any(1).all()
+    assert gan.label_to_discriminator.weight.grad[label].ne(0).any(1).all()
+    assert gan.sample(2, generator=torch.Generator().manual_seed(0), label=label).shape == (2, 1, 8, 8)
