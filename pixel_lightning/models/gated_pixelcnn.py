@@ -64,7 +64,8 @@ class VerticalConv(nn.Conv2d):
 class GatedLayer(nn.Module):
     """Figure 2: one layer of both stacks, p gated maps each.
 
-    (v (B, in, H, W), h (B, in, H, W)) -> (v', h', skip), each (B, p, H, W).
+    (v (B, in, H, W), h (B, in, H, W)) -> (v', h', the horizontal stack's gated maps), each
+    (B, p, H, W); the net takes the latter through the layer's skip connection.
     """
 
     def __init__(self, in_features: int, hidden: int, data_channels: int, kernel: int, mask_type: str):
@@ -76,7 +77,6 @@ class GatedLayer(nn.Module):
         self.horizontal.set_mask(gate_mask.repeat(2, 1, 1, 1))  # (2p, in, 1, n)
         self.link = nn.Conv2d(2 * hidden, 2 * hidden, 1)  # unmasked: it reads the rows above only
         self.residual = MaskedConv2d(hidden, hidden, 1, data_channels, "B")
-        self.skip = MaskedConv2d(hidden, hidden, 1, data_channels, "B")
         self.is_residual = mask_type == "B"  # the first layer maps the image's C channels to p maps
         self.label_features = 4 * hidden  # a conditional net's label bias: [vertical 2p, horizontal 2p]
 
@@ -88,7 +88,7 @@ class GatedLayer(nn.Module):
         h_pre = self.horizontal(h) + self.link(shift_down(v_pre)) + h_bias  # (B, 2p, H, W): strictly before (r, c)
         gated = gate(h_pre)  # (B, p, H, W)
         h_out = self.residual(gated) + (h if self.is_residual else 0)
-        return gate(v_pre), h_out, self.skip(gated)
+        return gate(v_pre), h_out, gated
 
 
 class GatedPixelCNN(nn.Module):
@@ -124,15 +124,18 @@ class GatedPixelCNN(nn.Module):
             else GatedLayer(hidden, hidden, channels, kernel, "B")
             for i in range(layers)
         )
+        # each layer's learnable skip connection to the output: a 1x1 mask-B conv of its gated maps
+        self.skips = nn.ModuleList(MaskedConv2d(hidden, hidden, 1, channels, "B") for _ in range(layers))
         self.label_biases = LabelBiases(classes, [layer.label_features for layer in self.layers]) if classes else None
         self.output = OutputStack(hidden, output_hidden, channels, levels, output_layers)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W)
         v = h = x
         skipped = 0
-        for layer, bias in zip(self.layers, label_biases(self.label_biases, label, len(self.layers))):
-            v, h, skip = layer(v, h, **bias)  # (B, p, H, W) each
-            skipped = skipped + skip
+        biases = label_biases(self.label_biases, label, len(self.layers))
+        for layer, skip, bias in zip(self.layers, self.skips, biases):
+            v, h, gated = layer(v, h, **bias)  # (B, p, H, W) each
+            skipped = skipped + skip(gated)
         return self.output(skipped)
 
     def cached_sampler(
@@ -169,7 +172,7 @@ class GatedPixelCNNAtPosition:
 
         self.horizontal = [at_position(layer.horizontal) for layer in net.layers]
         self.residual = [at_position(layer.residual) for layer in net.layers]
-        self.skip = [at_position(layer.skip) for layer in net.layers]
+        self.skips = [at_position(skip) for skip in net.skips]
         self.output = [at_position(conv) for conv in (*net.output.hidden, net.output.logits)]
 
     def start_row(self, x: torch.Tensor, r: int) -> None:
@@ -196,7 +199,7 @@ class GatedPixelCNNAtPosition:
         h, skipped = x[:, :, r, c], 0  # (B, C)
         for i, layer in enumerate(self.net.layers):
             gated = gate(self.horizontal[i](h, r, c) + self.links[i][:, :, c] + self.biases[i][1])  # (B, p)
-            skipped = skipped + self.skip[i](gated, r, c)  # (B, p)
+            skipped = skipped + self.skips[i](gated, r, c)  # (B, p)
             h = self.residual[i](gated, r, c) + (h if layer.is_residual else 0)  # (B, p)
         for conv in self.output:
             skipped = conv(F.relu(skipped), r, c)
