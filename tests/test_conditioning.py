@@ -17,7 +17,11 @@ from test_gated_pixelcnn import WithLabel
 
 from pixel_lightning.data import BinarizedMNISTDataModule, CIFAR10DataModule, MNISTDataModule
 from pixel_lightning.errors import DataError, UserError
+from pixel_lightning.evaluation.compare import comparison_rows, read_records, table
+from pixel_lightning.evaluation.feature_net import FeatureNet, to_unit
+from pixel_lightning.evaluation.fid import draw_samples, label_accuracy
 from pixel_lightning.models import AutoregressiveImageModel
+from pixel_lightning.records import blank_record, quality_line, write_record
 from pixel_lightning.sample import check_label_settings, complete_grid, sample_labels
 
 ARCHS = ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM", "spatial_lstm.SpatialLSTM",
@@ -221,3 +225,47 @@ def test_conditional_dcgan_trains_a_step_and_samples_the_asked_classes():
     assert gan.label_to_generator.weight.grad[label].ne(0).any(1).all()
     assert gan.label_to_discriminator.weight.grad[label].ne(0).any(1).all()
     assert gan.sample(2, generator=torch.Generator().manual_seed(0), label=label).shape == (2, 1, 8, 8)
+
+
+# ---------------------------------------------------------------- does the label work: measured and reported
+
+
+def test_label_accuracy_is_the_share_of_samples_classified_as_their_label():
+    torch.manual_seed(0)
+    net = FeatureNet(1).eval()
+    images = torch.randint(0, 2, (40, 1, 28, 28))
+    predicted = net.classify(to_unit(images, 2)).argmax(1)
+    wrong = (predicted + 1) % 10
+    half = torch.cat([predicted[:10], wrong[10:20], predicted[20:25], wrong[25:]])  # 15 of 40 right
+    assert [label_accuracy(net, images, labels, 2) for labels in (predicted, wrong, half)] == [1.0, 0.0, 15 / 40]
+
+
+def test_conditional_samples_are_drawn_in_equal_numbers_per_class_batch_by_batch():
+    class Recorder(torch.nn.Module):
+        classes, device, asked = 10, torch.device("cpu"), []
+
+        def sample(self, n, temperature, generator, label):
+            self.asked.append(label.tolist())
+            return label.view(n, 1, 1, 1).expand(n, 1, 2, 2)
+
+    samples, _ = draw_samples(Recorder(), 25, 8, 1.0, 0, labels=torch.arange(25) % 10)
+    assert Recorder.asked == [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 0, 1, 2, 3], [4]]
+    assert samples[:, 0, 0, 0].tolist() == (torch.arange(25) % 10).tolist()
+
+
+def test_comparison_marks_conditional_nll_and_ranks_it_apart(tmp_path):
+    measured = {"dataset": "mnist", "task": "train", "status": "finished", "train_images_per_s": 1.0}
+    runs = {"unconditional": blank_record(model="a", test_nll=90.0, test_bpd=0.17, **measured),
+            "conditional": blank_record(model="b", test_nll=80.0, test_bpd=0.15, condition="class",
+                                        label_accuracy=0.875, **measured)}
+    for name, record in runs.items():
+        write_record(tmp_path / name, record)
+    rows = comparison_rows(read_records(tmp_path))
+    assert [row["model"] for row in rows] == ["a", "b"]  # the lower conditional NLL is not ranked above p(x)
+    columns, cells = table(rows)
+    nll, bpd, accuracy = (columns.index(name) for name in ("test NLL (nats)", "test bits/dim", "label accuracy"))
+    assert [(row[nll], row[bpd], row[accuracy]) for row in cells] == [
+        ("90.00", "0.1700", "–"), ("80.00 (| y)", "0.1500 (| y)", "87.5%")]
+    assert quality_line(runs["conditional"] | {"fid": 1.0, "fid_label": "FID (mnist-2level-cnn, test acc 96.0%)",
+                                               "sample_time_per_image_s": 0.5, "classifier_score": 2.0}
+                        ).endswith("; label accuracy: 87.5%")
