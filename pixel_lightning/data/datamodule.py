@@ -398,11 +398,12 @@ class MNISTDataModule(ImageDataModule):
         self.binarize_seed = binarize_seed
 
     def requirements(self) -> list[Requirement]:
-        labels = [self._requirement(split, self.LABEL_FILES) for split in self.LABEL_FILES] if self.condition else []
+        labels = [self._requirement(split, labels=True) for split in self.LABEL_FILES] if self.condition else []
         return [self._requirement(split) for split in self.FILES] + labels
 
-    def _requirement(self, split: str, files: dict[str, tuple[str, str]] = FILES) -> Requirement:
-        name, md5 = files[split]
+    def _requirement(self, split: str, labels: bool = False) -> Requirement:
+        """The image file of a split, or with `labels` its label file."""
+        name, md5 = (self.LABEL_FILES if labels else self.FILES)[split]
         urls = tuple(mirror + name + ".gz" for mirror in self.MIRRORS)
         remote = RemoteFile(name + ".gz", urls, md5_verifier(md5, gunzipped=True))
         return Requirement((name, name + ".gz"), remote)
@@ -416,7 +417,7 @@ class MNISTDataModule(ImageDataModule):
 
     def _read_labels(self, split: str) -> np.ndarray:
         """The labels (N,) int64 of a split's IDX file (present: prepare_data with condition="class")."""
-        path = self._requirement(split, self.LABEL_FILES).find(self.root)
+        path = self._requirement(split, labels=True).find(self.root)
         return self._check_count(read_idx(path, 1), split, path).astype(np.int64)
 
     def load_labels(self, splits: tuple[Dataset, Dataset, Dataset]) -> tuple[np.ndarray, ...]:
