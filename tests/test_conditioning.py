@@ -77,6 +77,22 @@ def test_each_labels_2x2_distribution_sums_to_one_and_labels_differ(arch):
     assert (p[0] - p[1]).abs().max() > 1e-6, "labels 0 and 1 give the same distribution"  # float64: exact
 
 
+@pytest.mark.parametrize("arch", [arch for arch in ARCHS if arch != "spatial_lstm.SpatialLSTM"])  # has no cache
+def test_cached_sampling_and_completion_with_labels_return_the_levels_of_naive(arch):
+    model = conditional_model(arch, channels=3, levels=4, height=4, width=5)
+    with torch.no_grad():  # large weights: every draw depends strongly on what came before, and on the label
+        for p in model.net.parameters():
+            p.mul_(2.0)
+    label = torch.tensor([0, 3, 3, 9])
+    originals = torch.randint(0, 4, (4, 3, 4, 5), generator=torch.Generator().manual_seed(1))
+    for observed in (0, 2):
+        naive, cached = (model.complete(originals, observed, generator=torch.Generator().manual_seed(3),
+                                        method=method, label=label) for method in ("naive", "cached"))
+        assert torch.equal(naive, cached), f"{(naive != cached).sum()} of {naive.numel()} levels differ"
+    other = model.complete(originals, 2, generator=torch.Generator().manual_seed(3), label=label.flip(0))
+    assert not torch.equal(other, cached)  # the labels matter
+
+
 def test_a_label_is_required_exactly_when_conditional():
     model = conditional_model("pixelcnn.PixelCNN")
     with pytest.raises(ValueError, match="pass label"):
