@@ -157,10 +157,12 @@ class GatedPixelCNNAtPosition:
 
     def __init__(self, net: GatedPixelCNN, batch: int, height: int, width: int, label: torch.Tensor | None):
         self.net, self.row = net, -1
-        biases = [bias.get("label_bias") for bias in label_biases(net.label_biases, label, len(net.layers))]
         # per layer: the (vertical (B, 2p, 1), horizontal (B, 2p)) label biases, or zeros when unconditional
-        self.biases = [(0, 0) if bias is None else (bias.chunk(2, dim=1)[0][:, :, None], bias.chunk(2, dim=1)[1])
-                       for bias in biases]
+        self.biases = [(0, 0) for _ in net.layers]
+        for i, bias in enumerate(label_biases(net.label_biases, label, len(net.layers))):
+            if bias:
+                v_bias, h_bias = bias["label_bias"].chunk(2, dim=1)
+                self.biases[i] = (v_bias[:, :, None], h_bias)
         weight = net.output.logits.weight
         # The vertical inputs of layers 1.. (layer 0 reads the image): rows above row r are final.
         self.vertical_inputs = [weight.new_zeros(batch, layer.vertical.in_channels, height, width)
