@@ -1,11 +1,11 @@
 """Labelled images for the sample-quality classifier (evaluation/feature_net.py).
 
-The generative models never see labels; only the FID feature classifier does. It is trained on
-the labelled training file of the dataset family, in the same levels as the model's data:
-MNIST's 60k IDX images and labels serve both MNIST variants (binarized once with a fixed seed
-when the data has 2 levels, quantized to the data's bits otherwise), CIFAR-10's 50k training
-images serve CIFAR-10. The data folder is only read (missing label files are downloaded and
-verified like the images).
+Unconditional models never see labels (class-conditional ones get them from their data module);
+the FID feature classifier is trained on the labelled training file of the dataset family, in the
+same levels as the model's data: MNIST's 60k IDX images and labels serve both MNIST variants
+(binarized once with a fixed seed when the data has 2 levels, quantized to the data's bits
+otherwise), CIFAR-10's 50k training images serve CIFAR-10. The data folder is only read
+(missing label files are downloaded and verified like the images).
 """
 
 from __future__ import annotations
