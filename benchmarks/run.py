@@ -44,7 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from anywhere: this checkout's package, not an installed one
 
-MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm"]
+MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm", "gated_pixelcnn"]
 DATA = ["binarized_mnist", "cifar10"]
 FIELDS = (
     "model", "data", "image_shape", "hidden", "layers", "params", "batch_size", "device", "threads", "memory",

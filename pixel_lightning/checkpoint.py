@@ -226,7 +226,7 @@ def _differences(name: str, theirs: Any, ours: Any) -> Iterator[str]:
     if isinstance(theirs, Mapping) and isinstance(ours, Mapping):
         for key in dict.fromkeys([*theirs, *ours]):
             yield from _differences(f"{name}.{key}", theirs.get(key, _MISSING), ours.get(key, _MISSING))
-    elif theirs != ours:
+    elif theirs != ours and not (theirs is _MISSING and ours is None):  # a later setting, at its null default
         yield f"{name} is {_show(theirs)} in the checkpoint but {_show(ours)} here"
 
 

@@ -94,11 +94,16 @@ class PrintTestLine(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:  # one line per run, not one per DDP process
             metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-            report_test(metrics, self.checkpoint or trainer.ckpt_path or "", self.kind)
+            report_test(metrics, self.checkpoint or trainer.ckpt_path or "", self.kind,
+                        condition=getattr(pl_module, "condition", None))
 
 
-def report_test(metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint") -> None:
+def report_test(
+    metrics: dict[str, float], checkpoint: str, kind: str = "best checkpoint", condition: str | None = None
+) -> None:
+    """The `Test NLL` line; a class-conditional model's (`condition`) is -log p(x | y), and says so."""
     nll, bpd = metrics.get("test/nll", math.nan), metrics.get("test/bpd", math.nan)
     source = f" ({kind} {checkpoint})" if checkpoint else " (final weights: no best checkpoint in the run's folder)"
-    print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{source}", flush=True)
+    given = ", conditional: -log p(x | y)" if condition == "class" else ""
+    print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{given}{source}", flush=True)
 

@@ -19,8 +19,12 @@ Fields (RECORD_FIELDS; null when not measured):
   session_epochs, session_steps, session_train_time_s, session_train_images_per_s
                       the same, of this session alone (equal to them for a run never resumed)
   test_nll, test_bpd  test NLL in nats per image and bits per dimension (the best checkpoint's)
-  sample_time_per_image_s, fid, fid_label, classifier_score
-                      from the `fid` node (evaluation/fid.py), on the same weights as the test
+  condition           null, or "class" for a class-conditional model: test_nll and test_bpd are
+                      then of log p(x | y), not comparable with the unconditional log p(x)
+  sample_time_per_image_s, fid, fid_label, classifier_score, label_accuracy
+                      from the `fid` node (evaluation/fid.py), on the same weights as the test;
+                      label_accuracy (conditional models): the fraction of samples the classifier
+                      assigns to the label they were drawn for
   peak_memory_mb, peak_memory_kind
                       cuda_max_allocated, or cpu_max_rss_growth (growth of the process's max RSS)
   device, precision, seed, git_commit, sample_grid (path of the last sample grid, relative to
@@ -41,8 +45,8 @@ from omegaconf import DictConfig, OmegaConf
 RECORD_FIELDS = (
     "model", "dataset", "task", "status", "error", "params", "epochs", "steps", "train_time_s",
     "train_images_per_s", "session_epochs", "session_steps", "session_train_time_s", "session_train_images_per_s",
-    "test_nll", "test_bpd", "sample_time_per_image_s", "fid", "fid_label",
-    "classifier_score", "peak_memory_mb", "peak_memory_kind", "device", "precision", "seed", "git_commit",
+    "condition", "test_nll", "test_bpd", "sample_time_per_image_s", "fid", "fid_label", "classifier_score",
+    "label_accuracy", "peak_memory_mb", "peak_memory_kind", "device", "precision", "seed", "git_commit",
     "sample_grid", "overrides", "wandb",
 )
 RECORD_NAME = "record.json"
@@ -91,8 +95,9 @@ def quality_line(record: dict[str, Any]) -> str:
     if record["fid"] is None:
         return "Sample quality: not measured (fid.num_samples=0)"
     classifier = record["fid_label"].split("(")[1].split(",")[0]
+    accuracy = "" if record["label_accuracy"] is None else f"; label accuracy: {100 * record['label_accuracy']:.1f}%"
     return (f"Sampling: {record['sample_time_per_image_s']:.4g} s/image; {record['fid_label']}: {record['fid']:.2f}; "
-            f"IS ({classifier}): {record['classifier_score']:.2f}")
+            f"IS ({classifier}): {record['classifier_score']:.2f}{accuracy}")
 
 
 def record_failure(cfg: DictConfig, output_dir: str | Path, error: str) -> Path | None:

@@ -1,4 +1,8 @@
-"""The sampling pipeline behind `sample.py`: samples or image completions from a checkpoint."""
+"""The sampling pipeline behind `sample.py`: samples or image completions from a checkpoint.
+
+A class-conditional checkpoint (trained with model.condition=class) samples the class `label=`,
+or one row per class (`labels=all`, also its default); completions keep each test image's label.
+"""
 
 from __future__ import annotations
 
@@ -60,10 +64,55 @@ def check_sample_settings(cfg: DictConfig) -> None:
     check_setting(cfg, "completion.num_images", "integer", 8, at_least=1)
     check_setting(cfg, "completion.samples_per_image", "integer", 3, at_least=1)
     check_setting(cfg, "completion.observed_rows", "integer", 14, at_least=0, nullable=True)
+    check_label_settings(cfg)
 
 
-def test_images(data: dict, data_dir: str, count: int) -> torch.Tensor:
-    """The first `count` test images of the dataset of config `data` (a checkpoint's, already checked)."""
+def check_label_settings(cfg: DictConfig) -> None:
+    """label= and labels=, as far as they do not depend on the checkpoint."""
+    check_setting(cfg, "label", "integer", 7, at_least=0, nullable=True)
+    if cfg.labels not in (None, "all"):
+        raise UserError(
+            f"labels must be all (one row of num_samples images per class) or null, but it is {cfg.labels}. "
+            "Fix the override, e.g. labels=all, or use label=<class> for one class."
+        )
+    if cfg.label is not None and cfg.labels is not None:
+        raise UserError(
+            f"label={cfg.label} and labels={cfg.labels} were both given; they are alternatives: label= draws one "
+            "class, labels=all one row per class. Keep one of them."
+        )
+    if cfg.mode == "complete" and (cfg.label is not None or cfg.labels is not None):
+        raise UserError(
+            "label= and labels= are for mode=sample: mode=complete keeps each test image's own label. Leave them "
+            "out, or use mode=sample."
+        )
+
+
+def sample_labels(cfg: DictConfig, model) -> tuple[torch.Tensor | None, int | None]:
+    """The labels (n,) of the images to draw, None for an unconditional model, and the images per
+    grid row: `label=` for all num_samples images, else (labels=all, the default of a conditional
+    model) one row of num_samples images per class."""
+    classes = getattr(model, "classes", 0)
+    if not classes:
+        if cfg.label is not None or cfg.labels is not None:
+            raise UserError(
+                f"label= and labels= need a class-conditional checkpoint (trained with model.condition=class), but "
+                f"{cfg.ckpt_path} holds an unconditional model: it cannot be asked for a class. Leave them out, or "
+                "use the checkpoint of a model trained with model.condition=class."
+            )
+        return None, cfg.nrow
+    if cfg.label is None:
+        return torch.arange(classes).repeat_interleave(cfg.num_samples), cfg.num_samples
+    if cfg.label >= classes:
+        raise UserError(
+            f"label={cfg.label} is not a class of this checkpoint's model: its classes are numbered 0 to "
+            f"{classes - 1}. Fix the override, e.g. label={classes - 1}."
+        )
+    return torch.full((cfg.num_samples,), cfg.label), cfg.nrow
+
+
+def test_images(data: dict, data_dir: str, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first `count` test images of the dataset of config `data` (a checkpoint's, already
+    checked), and their labels when the data is class-conditional (else None)."""
     data_cfg = dict(data, data_dir=data_dir)
     datamodule = hydra.utils.instantiate(data_cfg)
     datamodule.prepare_data()
@@ -74,7 +123,10 @@ def test_images(data: dict, data_dir: str, count: int) -> torch.Tensor:
             f"completion.num_images={count} asks for more images than the {available} of the {datamodule.name} test "
             f"split. Use completion.num_images={available} or fewer."
         )
-    return torch.stack([datamodule.test_dataset[i] for i in range(count)])
+    items = [datamodule.test_dataset[i] for i in range(count)]
+    if datamodule.condition == "class":  # (image, label) items
+        return torch.stack([image for image, _ in items]), torch.stack([label for _, label in items])
+    return torch.stack(items), None
 
 
 def in_batches(draw: Callable[[int, int], torch.Tensor], count: int, batch_size: int) -> torch.Tensor:
@@ -116,14 +168,18 @@ def available_memory() -> int:
 
 def complete_grid(
     model, originals: torch.Tensor, observed_rows: int, per_image: int, generator, method: str = "cached",
-    batch_size: int = 64,
+    batch_size: int = 64, labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Rows of [occluded, completion 1..per_image, original], as in the paper's Figure 6."""
+    """Rows of [occluded, completion 1..per_image, original], as in the paper's Figure 6; given
+    the originals' `labels` (N,), each completion keeps its original's."""
     repeated = originals.repeat_interleave(per_image, dim=0)
-    completions = in_batches(
-        lambda first, n: model.complete(repeated[first : first + n], observed_rows, generator=generator, method=method),
-        len(repeated), batch_size,
-    )
+    repeated_labels = None if labels is None else labels.repeat_interleave(per_image).to(model._weight().device)
+
+    def draw(first: int, n: int) -> torch.Tensor:
+        label = {} if repeated_labels is None else {"label": repeated_labels[first : first + n]}
+        return model.complete(repeated[first : first + n], observed_rows, generator=generator, method=method, **label)
+
+    completions = in_batches(draw, len(repeated), batch_size)
     occluded = originals.clone()
     occluded[:, :, observed_rows:] = 0
     rows = [
@@ -142,13 +198,17 @@ def sample(cfg: DictConfig) -> Path:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     if cfg.mode == "sample":
-        check_output_fits(cfg.num_samples, model.image_shape, f"num_samples={cfg.num_samples}")
         options = {"method": cfg.method} if hasattr(model, "complete") else {}  # a GAN draws in one pass anyway
-        levels = in_batches(
-            lambda first, n: model.sample(n, temperature=cfg.temperature, generator=generator, **options),
-            cfg.num_samples, cfg.batch_size,
-        )
-        nrow = cfg.nrow
+        labels, nrow = sample_labels(cfg, model)
+        count = cfg.num_samples if labels is None else len(labels)
+        check_output_fits(count, model.image_shape, f"num_samples={cfg.num_samples}" if labels is None or
+                          count == cfg.num_samples else f"num_samples={cfg.num_samples} for each of its classes")
+
+        def draw(first: int, n: int) -> torch.Tensor:
+            label = {} if labels is None else {"label": labels[first : first + n].to(device)}
+            return model.sample(n, temperature=cfg.temperature, generator=generator, **options, **label)
+
+        levels = in_batches(draw, count, cfg.batch_size)
     elif not hasattr(model, "complete"):
         raise UserError(
             f"mode=complete needs an autoregressive model, and this checkpoint holds a {type(model).__name__}: a GAN "
@@ -167,8 +227,8 @@ def sample(cfg: DictConfig) -> Path:
         check_output_fits(cfg.completion.num_images * (per_image + 2), model.image_shape,
                           f"completion.num_images={cfg.completion.num_images} with samples_per_image={per_image}")
         data = data_config(checkpoint, cfg.ckpt_path, cfg.trust_checkpoint)
-        originals = test_images(data, cfg.paths.data_dir, cfg.completion.num_images)
-        levels = complete_grid(model, originals, observed, per_image, generator, cfg.method, cfg.batch_size)
+        originals, labels = test_images(data, cfg.paths.data_dir, cfg.completion.num_images)
+        levels = complete_grid(model, originals, observed, per_image, generator, cfg.method, cfg.batch_size, labels)
         nrow = cfg.completion.samples_per_image + 2
     path = save_png(make_grid(levels, model.levels, nrow=nrow), output_dir / f"{cfg.mode}s.png")
     if cfg.save_npy:

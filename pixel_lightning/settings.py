@@ -44,3 +44,16 @@ def check_setting(
         wanted += " (or null)" if nullable else ""
         shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value
         raise UserError(f"{key} must be {wanted}, but it is {shown}. Fix the override, e.g. {key}={example}.")
+
+
+CONDITIONS = (None, "class")
+
+
+def check_condition(condition: object) -> None:
+    """The `model.condition` switch (read by the models and, through the data config, the data
+    modules): null (unconditional) or class."""
+    if condition not in CONDITIONS:
+        raise UserError(
+            f"model.condition must be null (unconditional) or class (class-conditional: p(x | y) with the "
+            f"dataset's labels), but it is {condition}. Fix the override, e.g. model.condition=class."
+        )

@@ -8,6 +8,8 @@ Record contract: any LightningModule can be recorded and compared if it has
     [0, levels - 1] (on any device; the record calls it under no_grad, in eval mode);
   - `levels` (K, the number of levels per channel) and `image_shape` ((C, H, W));
   - training batches that are image tensors (B, C, H, W), or sequences whose first item is one;
+  - for a class-conditional model, `condition` ("class"), `classes`, and `sample(...,
+    label=...)` taking the samples' labels (n,);
   - a likelihood only if it logs `test/nll` (nats per image) and `test/bpd` (bits per
     dimension) in its test epoch. A model without one (a GAN) logs neither, and its record holds
     null for both: never a made-up number.
@@ -171,6 +173,7 @@ class RunRecord(pl.Callback):
             "train_time_s": earlier["train_time_s"] + self.train_time_s if earlier else None,
             "train_images_per_s": (earlier["images"] + self.batch_images) / seconds if seconds else None,
             **session,
+            "condition": getattr(pl_module, "condition", None),
             "test_nll": float(metrics["test/nll"]) if "test/nll" in metrics else None,
             "test_bpd": float(metrics["test/bpd"]) if "test/bpd" in metrics else None,
             "peak_memory_mb": peak,

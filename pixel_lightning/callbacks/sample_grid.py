@@ -18,19 +18,22 @@ class SampleGrid(pl.Callback):
     """Every `every_n_epochs` epochs and once at the end of training, sample `num_samples`
     images, save them as `<dirpath>/epoch_XXX.png` (`final_step_N.png` when training stopped
     between those epochs) and log them to every logger that takes images (e.g. W&B). Sampling
-    uses a fixed seed, so grids of successive epochs are comparable.
+    uses a fixed seed, so grids of successive epochs are comparable. A class-conditional model
+    (one with `classes`) draws one row per class instead, `samples_per_class` images each.
     """
 
     def __init__(
-        self, dirpath: str, num_samples: int = 16, every_n_epochs: int = 1, temperature: float = 1.0, seed: int = 0
+        self, dirpath: str, num_samples: int = 16, every_n_epochs: int = 1, temperature: float = 1.0, seed: int = 0,
+        samples_per_class: int = 4,
     ):
-        if num_samples < 1 or every_n_epochs < 1 or not temperature > 0:
+        if num_samples < 1 or every_n_epochs < 1 or samples_per_class < 1 or not temperature > 0:
             raise UserError(
-                "callbacks.sample_grid needs num_samples and every_n_epochs of at least 1 and a temperature above 0, "
-                f"but they are {num_samples}, {every_n_epochs} and {temperature}. Fix those overrides."
+                "callbacks.sample_grid needs num_samples, every_n_epochs and samples_per_class of at least 1 and a "
+                f"temperature above 0, but they are {num_samples}, {every_n_epochs}, {samples_per_class} and "
+                f"{temperature}. Fix those overrides."
             )
         self.dirpath = Path(dirpath)
-        self.num_samples, self.every_n_epochs = num_samples, every_n_epochs
+        self.num_samples, self.every_n_epochs, self.samples_per_class = num_samples, every_n_epochs, samples_per_class
         self.temperature, self.seed = temperature, seed
         self._last_step: int | None = None
         self.last_path: Path | None = None  # of the last grid saved (read by the run record)
@@ -48,9 +51,15 @@ class SampleGrid(pl.Callback):
         if not trainer.is_global_zero:
             return
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        classes = getattr(pl_module, "classes", 0)
+        if classes:  # one row per class
+            label = torch.arange(classes, device=pl_module.device).repeat_interleave(self.samples_per_class)
+            options, count, nrow = {"label": label}, len(label), self.samples_per_class
+        else:
+            options, count, nrow = {}, self.num_samples, None
         with torch.no_grad():  # sample() also switches to eval mode and back
-            levels = pl_module.sample(self.num_samples, temperature=self.temperature, generator=generator)
-        grid = make_grid(levels, pl_module.levels)
+            levels = pl_module.sample(count, temperature=self.temperature, generator=generator, **options)
+        grid = make_grid(levels, pl_module.levels, nrow=nrow)
         path = self.last_path = save_png(grid, self.dirpath / f"{name}.png")
         log.info("Saved a sample grid to %s", path)
         for logger in trainer.loggers:

@@ -1,4 +1,5 @@
-"""Datasets as LightningDataModules yielding unlabelled uint8 images of integer levels."""
+"""Datasets as LightningDataModules yielding uint8 images of integer levels (with their labels for
+class-conditional models)."""
 
 from pixel_lightning.data.datamodule import (
     BinarizedMNISTDataModule,

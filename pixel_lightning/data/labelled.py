@@ -1,11 +1,11 @@
 """Labelled images for the sample-quality classifier (evaluation/feature_net.py).
 
-The generative models never see labels; only the FID feature classifier does. It is trained on
-the labelled training file of the dataset family, in the same levels as the model's data:
-MNIST's 60k IDX images and labels serve both MNIST variants (binarized once with a fixed seed
-when the data has 2 levels, quantized to the data's bits otherwise), CIFAR-10's 50k training
-images serve CIFAR-10. The data folder is only read (missing label files are downloaded and
-verified like the images).
+Unconditional models never see labels (class-conditional ones get them from their data module);
+the FID feature classifier is trained on the labelled training file of the dataset family, in the
+same levels as the model's data: MNIST's 60k IDX images and labels serve both MNIST variants
+(binarized once with a fixed seed when the data has 2 levels, quantized to the data's bits
+otherwise), CIFAR-10's 50k training images serve CIFAR-10. The data folder is only read
+(missing label files are downloaded and verified like the images).
 """
 
 from __future__ import annotations
@@ -21,15 +21,9 @@ from pixel_lightning.data.datamodule import (
     MNISTDataModule,
     binarize_once,
 )
-from pixel_lightning.data.download import RemoteFile, Requirement, ensure_present, md5_verifier
-from pixel_lightning.data.formats import read_cifar_batch_labels, read_cifar_npz, read_cifar_pickles, read_idx
+from pixel_lightning.data.formats import read_cifar_batch_labels, read_cifar_npz, read_cifar_pickles
 from pixel_lightning.errors import DataError
 
-# Published MD5s of the uncompressed IDX label files.
-MNIST_LABEL_FILES = {
-    "train": ("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624"),
-    "test": ("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637"),
-}
 BINARIZE_SEED = 12345  # the classifier's own fixed binarization of MNIST (2-level data)
 
 
@@ -58,18 +52,9 @@ def labelled_split(datamodule: ImageDataModule, split: str) -> tuple[np.ndarray,
 
 
 def _mnist(data_dir: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    reader = MNISTDataModule(data_dir, batch_size=1, download=download)
-    root = reader.root
-    name, md5 = MNIST_LABEL_FILES[split]
-    urls = tuple(mirror + name + ".gz" for mirror in MNISTDataModule.MIRRORS)
-    labels_file = Requirement((name, name + ".gz"), RemoteFile(name + ".gz", urls, md5_verifier(md5, gunzipped=True)))
-    ensure_present("MNIST", root, [*reader.requirements(), labels_file], download)
-    images = reader._read(split)
-    labels = read_idx(labels_file.find(root), 1).astype(np.int64)
-    if len(labels) != len(images):
-        raise DataError(f"The MNIST {split} label file in {root} has {len(labels)} labels for {len(images)} images. "
-                        "Delete both files and download them again.")
-    return images, labels
+    reader = MNISTDataModule(data_dir, batch_size=1, download=download, condition="class")
+    reader.prepare_data()  # the image and label files
+    return reader._read(split), reader._read_labels(split)
 
 
 def _cifar10(datamodule: CIFAR10DataModule, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,9 @@
 `python -m pixel_lightning.compare <folder>` (or, at the end of every multirun, the Hydra
 callback `MultirunComparison` of conf/hydra/default.yaml) writes into the folder:
 
-  comparison.md, comparison.csv   one row per run: finished runs by dataset, then test bits/dim
+  comparison.md, comparison.csv   one row per run: finished runs by dataset, unconditional before
+                                  class-conditional (whose NLL is -log p(x | y), marked "| y"),
+                                  then test bits/dim
                                   (runs without a likelihood after those with one), then FID;
                                   failed and unfinished runs last, with their status
   comparison.png                  test bits/dim against training time, and FID against training
@@ -48,7 +50,8 @@ def read_records(folder: str | Path) -> list[dict[str, Any]]:
 def _sort_key(record: dict[str, Any]) -> tuple:
     finished = record["status"] == "finished"
     missing = float("inf")
-    return (not finished, str(record["dataset"]), record["test_bpd"] if record["test_bpd"] is not None else missing,
+    return (not finished, str(record["dataset"]), str(record["condition"] or ""),
+            record["test_bpd"] if record["test_bpd"] is not None else missing,
             record["fid"] if record["fid"] is not None else missing, str(record["model"]), record["run_dir"])
 
 
@@ -82,19 +85,21 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     mixed = fid_column.startswith("FID (classifier")
     columns = ["model", "dataset", "status", "params", "epochs", "steps", "train time (s)", "train images/s",
                "training speed", "test NLL (nats)", "test bits/dim", "sampling (s/image)", fid_column,
-               "IS (classifier)", "peak memory (MB)", "device", "run"]
+               "IS (classifier)", "label accuracy", "peak memory (MB)", "device", "run"]
     cells = []
     for row in rows:
         fid = _fmt(row["fid"], ".2f") + (f" [{row['fid_label']}]" if mixed and row["fid_label"] else "")
         status = row["status"] + (f": {row['error']}" if row["error"] else "")
+        given = " (| y)" if row["condition"] == "class" and row["test_nll"] is not None else ""  # -log p(x | y)
         memory = _fmt(row["peak_memory_mb"], ".0f") + (" (CUDA)" if row["peak_memory_kind"] == "cuda_max_allocated"
                                                          else "")
         cells.append([
             str(row["model"]), str(row["dataset"]), status, _fmt(row["params"], ","), _fmt(row["epochs"], ".2f"),
             _fmt(row["steps"], "d"), _fmt(row["train_time_s"], ".0f"), _fmt(row["train_images_per_s"], ".1f"),
             _fmt(row["relative_speed"], ".2f") + ("x" if row["relative_speed"] is not None else ""),
-            _fmt(row["test_nll"], ".2f"), _fmt(row["test_bpd"], ".4f"), _fmt(row["sample_time_per_image_s"], ".3g"),
-            fid, _fmt(row["classifier_score"], ".2f"), memory, str(row["device"] or "–"), row["run_dir"],
+            _fmt(row["test_nll"], ".2f") + given, _fmt(row["test_bpd"], ".4f") + given,
+            _fmt(row["sample_time_per_image_s"], ".3g"), fid, _fmt(row["classifier_score"], ".2f"),
+            _fmt(row["label_accuracy"], ".1%"), memory, str(row["device"] or "–"), row["run_dir"],
         ])
     return columns, cells
 
@@ -106,9 +111,9 @@ def markdown(columns: list[str], cells: list[list[str]]) -> str:
 
 
 CSV_FIELDS = ("model", "dataset", "status", "error", "params", "epochs", "steps", "train_time_s",
-              "train_images_per_s", "relative_speed", "test_nll", "test_bpd", "sample_time_per_image_s", "fid",
-              "fid_label", "classifier_score", "peak_memory_mb", "peak_memory_kind", "device", "precision", "seed",
-              "git_commit", "sample_grid", "overrides", "run_dir")
+              "train_images_per_s", "relative_speed", "condition", "test_nll", "test_bpd", "sample_time_per_image_s",
+              "fid", "fid_label", "classifier_score", "label_accuracy", "peak_memory_mb", "peak_memory_kind", "device",
+              "precision", "seed", "git_commit", "sample_grid", "overrides", "run_dir")
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -133,7 +138,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         points = [row for row in finished if row[key] is not None]
         for row in points:
             ax.scatter(row["train_time_s"], row[key])
-            ax.annotate(f"{row['model']} ({row['dataset']})", (row["train_time_s"], row[key]),
+            given = " | y" if row["condition"] == "class" else ""  # a conditional NLL is -log p(x | y)
+            ax.annotate(f"{row['model']} ({row['dataset']}{given})", (row["train_time_s"], row[key]),
                         textcoords="offset points", xytext=(4, 4), fontsize=8)
         left_out = [row["model"] for row in finished if row[key] is None]
         ax.set_title(label + (f"\n(not measured: {', '.join(left_out)})" if left_out else ""), fontsize=9)

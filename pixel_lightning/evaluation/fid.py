@@ -9,6 +9,9 @@ few samples: compare scores of equal `num_samples` only.
 
 The same classifier gives, for one more pass of its small head over the samples, the
 classifier-based Inception Score: exp(E_x KL(p(y|x) || p(y))), between 1 and the 10 classes.
+For a class-conditional model the samples are drawn in equal numbers per class (label i % classes
+for sample i), and the classifier also gives the label accuracy: the fraction of samples it
+classifies as the label they were drawn for.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from pixel_lightning.data.datamodule import ImageDataModule
+from pixel_lightning.data.datamodule import ImageDataModule, image_of
 from pixel_lightning.evaluation.feature_net import CachedClassifier, FeatureNet, read_cache, to_unit
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
@@ -46,7 +49,7 @@ def real_subset(dataset, count: int) -> torch.Tensor:
     """`count` test images drawn with a fixed seed (N, C, H, W): files such as binarized MNIST's
     are sorted by class, so their first images are not a sample of the data."""
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
-    return torch.stack([dataset[int(i)] for i in chosen.sort().values])
+    return torch.stack([image_of(dataset[int(i)]) for i in chosen.sort().values])
 
 
 def frechet_metric(net: FeatureNet) -> FrechetInceptionDistance:
@@ -80,8 +83,16 @@ def classifier_score(net: FeatureNet, images: torch.Tensor, levels: int) -> floa
     return float(torch.exp((log_p.exp() * (log_p - log_marginal)).sum(1).mean()))
 
 
-def draw_samples(model: pl.LightningModule, num_samples: int, batch_size: int, temperature: float, seed: int):
-    """(samples (n, C, H, W) on the CPU, seconds per image), in eval mode without gradients."""
+@torch.no_grad()
+def label_accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, levels: int) -> float:
+    """The fraction of `images` that the classifier assigns to their `labels` (N,)."""
+    return float((net.classify(to_unit(images, levels)).argmax(1) == labels.cpu()).double().mean())
+
+
+def draw_samples(model: pl.LightningModule, num_samples: int, batch_size: int, temperature: float, seed: int,
+                 labels: torch.Tensor | None = None):
+    """(samples (n, C, H, W) on the CPU, seconds per image), in eval mode without gradients; of
+    the classes `labels` (n,) for a class-conditional model."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
     was_training, batches = model.training, []
     model.eval()
@@ -91,7 +102,8 @@ def draw_samples(model: pl.LightningModule, num_samples: int, batch_size: int, t
         with torch.no_grad():
             for first in range(0, num_samples, batch_size):
                 n = min(batch_size, num_samples - first)
-                batches.append(model.sample(n, temperature=temperature, generator=generator))
+                label = {} if labels is None else {"label": labels[first : first + n].to(model.device)}
+                batches.append(model.sample(n, temperature=temperature, generator=generator, **label))
             if cuda:
                 torch.cuda.synchronize(model.device)
         seconds = time.perf_counter() - start
@@ -125,11 +137,14 @@ class SampleQuality:
         self.classifier_settings = dict(classifier or {})
 
     def evaluate(self, model: pl.LightningModule, datamodule: ImageDataModule) -> tuple[dict, torch.Tensor | None]:
-        """Record fields (sample_time_per_image_s, fid, fid_label, classifier_score) and the
-        samples; all None when num_samples is 0."""
+        """Record fields (sample_time_per_image_s, fid, fid_label, classifier_score, and
+        label_accuracy for a class-conditional model) and the samples; all None when num_samples is 0."""
         if self.num_samples == 0:
-            return {"sample_time_per_image_s": None, "fid": None, "fid_label": None, "classifier_score": None}, None
-        samples, seconds = draw_samples(model, self.num_samples, self.batch_size, self.temperature, self.seed)
+            return {"sample_time_per_image_s": None, "fid": None, "fid_label": None, "classifier_score": None,
+                    "label_accuracy": None}, None
+        classes = getattr(model, "classes", 0)
+        labels = torch.arange(self.num_samples) % classes if classes else None
+        samples, seconds = draw_samples(model, self.num_samples, self.batch_size, self.temperature, self.seed, labels)
         cached = CachedClassifier(datamodule, self.cache_dir, self.classifier_settings)
         net, acc = cached.load()
         metric = frechet_metric(net)
@@ -140,6 +155,7 @@ class SampleQuality:
             "fid": float(metric.compute()),
             "fid_label": fid_label(cached.name, acc),
             "classifier_score": classifier_score(net, samples, datamodule.levels),
+            "label_accuracy": None if labels is None else label_accuracy(net, samples, labels, datamodule.levels),
         }
         return fields, samples
 

@@ -1,5 +1,6 @@
 """The LightningModule shared by every architecture: an AutoregressiveDistribution (likelihood
-and sampling, distribution.py) trained by maximum likelihood, with its NLL metrics."""
+and sampling, distribution.py) trained by maximum likelihood, with its NLL metrics. Class-conditional
+(`condition="class"`), its batches are (images, labels) and its NLL is -log p(x | y)."""
 
 from __future__ import annotations
 
@@ -32,14 +33,22 @@ class AutoregressiveImageModel(AutoregressiveDistribution, pl.LightningModule):
         scheduler: optional hydra config of an LR scheduler, stepped once per epoch.
         compile: run the net through torch.compile (in place: checkpoints keep their keys and
             load uncompiled). A speed switch only, so not saved with the hyper-parameters.
+        condition: None, or "class": learn p(x | y) from (image, label) batches.
     """
 
     def __init__(
-        self, net: Mapping, optimizer: Mapping, data: Mapping, scheduler: Mapping | None = None, compile: bool = False
+        self,
+        net: Mapping,
+        optimizer: Mapping,
+        data: Mapping,
+        scheduler: Mapping | None = None,
+        compile: bool = False,
+        condition: str | None = None,
     ):
         net, data = _plain(net), _plain(data)
-        super().__init__(net, data)  # AutoregressiveDistribution first, then the LightningModule's own
-        hparams = {"net": net, "optimizer": _plain(optimizer), "scheduler": _plain(scheduler), "data": data}
+        super().__init__(net, data, condition)  # AutoregressiveDistribution first, then the LightningModule's own
+        hparams = {"net": net, "optimizer": _plain(optimizer), "scheduler": _plain(scheduler), "data": data,
+                   "condition": condition}
         self.save_hyperparameters(hparams)
         if compile:
             self.net.compile()
@@ -48,8 +57,9 @@ class AutoregressiveImageModel(AutoregressiveDistribution, pl.LightningModule):
         self.test_nll = NegativeLogLikelihood(self.dims)
 
     # ---- training ---------------------------------------------------------------------------
-    def _step(self, batch: torch.Tensor, metric: NegativeLogLikelihood) -> torch.Tensor:
-        nll = -self.log_prob(batch)  # (B,) nats
+    def _step(self, batch: torch.Tensor | list[torch.Tensor], metric: NegativeLogLikelihood) -> torch.Tensor:
+        images, label = batch if self.condition else (batch, None)  # (B, C, H, W), (B,)
+        nll = -self.log_prob(images, label)  # (B,) nats
         metric.update(nll)
         return nll.mean() / self.dims  # nats per dimension: a loss scale independent of image size
 

@@ -17,6 +17,11 @@ twice as many per halving. Images are scaled from levels [0, K-1] to [-1, 1] as 
 autoregressive models; samples go back to levels by rounding, or for binary data by a Bernoulli
 draw or 0.5 threshold on (g(z) + 1) / 2 (`binary_sampling`).
 
+Class-conditional (`condition="class"`, a conditional GAN as in Mirza & Osindero, 2014): the
+generator reads [z, e_G(y)], a learned embedding of the label beside the noise, and the
+discriminator reads the image with one more input channel, a learned (H, W) map e_D(y) of the
+label; batches are then (images, labels), and fakes are drawn for the real batch's labels.
+
 A GAN has no likelihood: this module logs no NLL or bits/dim (a comparison shows them as null),
 no validation metric, and cannot complete images. Its losses are not a measure of sample quality,
 so the run keeps its latest checkpoint as the "best" one (conf/model/dcgan.yaml). Lightning
@@ -36,6 +41,7 @@ from torch import nn
 
 from pixel_lightning.errors import UserError
 from pixel_lightning.models.autoregressive import _plain
+from pixel_lightning.settings import check_condition
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +114,7 @@ class DCGAN(pl.LightningModule):
         features: feature maps of the full-resolution layers (doubled per halving).
         binary_sampling: binary data only: "bernoulli" draws each pixel with probability
             (g(z) + 1) / 2, "threshold" keeps the pixels where it is > 0.5.
+        condition: None, or "class": a conditional GAN of the data's `classes` (module docstring).
     """
 
     def __init__(
@@ -117,22 +124,42 @@ class DCGAN(pl.LightningModule):
         latent: int = 100,
         features: int = 32,
         binary_sampling: str = "bernoulli",
+        condition: str | None = None,
     ):
         super().__init__()
         if binary_sampling not in BINARY_SAMPLING:
             raise ValueError(f"binary_sampling must be one of {BINARY_SAMPLING}, got {binary_sampling!r}")
+        check_condition(condition)
+        data = _plain(data)
         # `module` tells checkpoint.load_model which LightningModule to rebuild; the whole data config
         # (its data module too) is what a resume checks and what eval.py and sample.py load.
         self.save_hyperparameters(
-            {"module": "dcgan", "data": _plain(data), "optimizer": _plain(optimizer), "latent": latent,
-             "features": features, "binary_sampling": binary_sampling}
+            {"module": "dcgan", "data": data, "optimizer": _plain(optimizer), "latent": latent, "features": features,
+             "binary_sampling": binary_sampling, "condition": condition}
         )
         self.automatic_optimization = False
         self.image_shape = (int(data["channels"]), int(data["height"]), int(data["width"]))
         self.levels = int(data["levels"])
-        self.generator = Generator(latent, *self.image_shape, features)
-        self.discriminator = Discriminator(*self.image_shape, features)
+        self.condition, self.classes = condition, int(data["classes"]) if condition else 0
+        channels, height, width = self.image_shape
+        # conditional: the label's embedding beside z (G) and as one more image channel (D)
+        self.generator = Generator(latent + (latent if self.classes else 0), *self.image_shape, features)
+        self.discriminator = Discriminator(channels + (1 if self.classes else 0), height, width, features)
         self.apply(init_weights)
+        if self.classes:
+            self.label_to_generator = nn.Embedding(self.classes, latent)
+            self.label_to_discriminator = nn.Embedding(self.classes, height * width)
+
+    def generate(self, z: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        """z (B, latent), label (B,) if conditional -> images (B, C, H, W) in (-1, 1)."""
+        return self.generator(z if label is None else torch.cat([z, self.label_to_generator(label)], dim=1))
+
+    def discriminate(self, images: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        """images (B, C, H, W) in [-1, 1], label (B,) if conditional -> real-vs-fake logits (B,)."""
+        if label is not None:
+            label_map = self.label_to_discriminator(label).view(len(images), 1, *images.shape[2:])  # (B, 1, H, W)
+            images = torch.cat([images, label_map], dim=1)
+        return self.discriminator(images)
 
     def noise(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ U[-1, 1]^latent, (n, latent)."""
@@ -140,8 +167,12 @@ class DCGAN(pl.LightningModule):
         return 2 * z - 1
 
     @torch.no_grad()
-    def sample(self, num_samples: int, temperature: float = 1.0, generator: torch.Generator | None = None):
-        """Draw `num_samples` images (n, C, H, W) of integer levels in [0, K-1].
+    def sample(
+        self, num_samples: int, temperature: float = 1.0, generator: torch.Generator | None = None,
+        label: torch.Tensor | None = None,
+    ):
+        """Draw `num_samples` images (n, C, H, W) of integer levels in [0, K-1] (of the classes
+        `label` (n,) when conditional).
 
         `temperature` does not apply to a GAN (there is no likelihood to sharpen): it is accepted
         so that callers can treat every model alike, and ignored, with a warning if it is not 1.
@@ -151,20 +182,21 @@ class DCGAN(pl.LightningModule):
         was_training = self.training
         self.eval()  # batch norm uses its running statistics
         try:
-            unit = (self.generator(self.noise(num_samples, generator)) + 1) / 2  # (n, C, H, W) in (0, 1)
+            unit = (self.generate(self.noise(num_samples, generator), label) + 1) / 2  # (n, C, H, W) in (0, 1)
         finally:
             self.train(was_training)
         if self.levels == 2 and self.hparams.binary_sampling == "bernoulli":
             return torch.bernoulli(unit, generator=generator).long()
         return torch.round(unit * (self.levels - 1)).long().clamp(0, self.levels - 1)
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: torch.Tensor | list[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         opt_g, opt_d = self.optimizers()
-        real = batch.to(self.dtype) * (2.0 / (self.levels - 1)) - 1.0  # (B, C, H, W) in [-1, 1]
-        fake = self.generator(self.noise(len(batch)))  # (B, C, H, W)
+        images, label = batch if self.condition else (batch, None)  # (B, C, H, W), (B,)
+        real = images.to(self.dtype) * (2.0 / (self.levels - 1)) - 1.0  # (B, C, H, W) in [-1, 1]
+        fake = self.generate(self.noise(len(images)), label)  # (B, C, H, W): the real batch's classes
 
         # Discriminator: real -> 1, fake -> 0.
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake.detach())  # (B,)
+        real_logits, fake_logits = self.discriminate(real, label), self.discriminate(fake.detach(), label)  # (B,)
         d_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         d_loss = d_loss + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         self.stop_if_diverged(d_loss=d_loss)
@@ -173,7 +205,7 @@ class DCGAN(pl.LightningModule):
         opt_d.step()
 
         # Generator, non-saturating: make the updated discriminator call the fakes real.
-        fooled_logits = self.discriminator(fake)
+        fooled_logits = self.discriminate(fake, label)
         g_loss = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
         self.stop_if_diverged(g_loss=g_loss)
         opt_g.zero_grad(set_to_none=True)
@@ -199,7 +231,11 @@ class DCGAN(pl.LightningModule):
                 )
 
     def configure_optimizers(self):
+        nets = [[self.generator], [self.discriminator]]
+        if self.classes:  # each label embedding trains with the net that reads it
+            nets[0].append(self.label_to_generator)
+            nets[1].append(self.label_to_discriminator)
         return [
-            hydra.utils.instantiate(self.hparams.optimizer, params=net.parameters())
-            for net in (self.generator, self.discriminator)
+            hydra.utils.instantiate(self.hparams.optimizer, params=[p for net in group for p in net.parameters()])
+            for group in nets
         ]

@@ -88,16 +88,22 @@ class DiagonalBiLSTMLayer(nn.Module):
         super().__init__()
         self.left_to_right = DiagonalLSTM(in_features, hidden, data_channels)
         self.right_to_left = DiagonalLSTM(in_features, hidden, data_channels, image_channels)
+        self.label_features = 2 * self.left_to_right.label_features  # both directions' gates
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)
+    def forward(
+        self, x: torch.Tensor, image: torch.Tensor | None = None, label_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:  # (B, in, H, W)
         # left (h, B, H, W): pixels above-left, and this one; right: above-right, including the
         # future of row r, hence the shift.
-        left, right = self.scan(x, image)
+        left, right = self.scan(x, image, label_bias)
         return (left + shift_down(right)).transpose(0, 1)  # (B, h, H, W)
 
-    def scan(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, in, H, W), image (B, C, H, W) -> the states (2, h, B, H, W) of the left-to-right
-        and (unmirrored) right-to-left scans, both diagonal by diagonal (module docstring)."""
+    def scan(
+        self, x: torch.Tensor, image: torch.Tensor | None = None, label_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, in, H, W), image (B, C, H, W), label_bias (B, 2*4h) of a conditional net (both
+        directions' gates) -> the states (2, h, B, H, W) of the left-to-right and (unmirrored)
+        right-to-left scans, both diagonal by diagonal (module docstring)."""
         lstms = self.left_to_right, self.right_to_left
         batch, _, height, width = x.shape
         order = scan_order(height, width, x.device)  # (2, N)
@@ -107,6 +113,8 @@ class DiagonalBiLSTMLayer(nn.Module):
         image = None if image is None else image.permute(1, 2, 3, 0).flatten(1, 2)
         # Mirroring is harmless to the 1x1 input convs: the right-to-left scan reads its pixels in mirrored order.
         gates_in = torch.stack([lstm.input_gates(x, image, o) for lstm, o in zip(lstms, order)])  # (2, 4h, N, B)
+        if label_bias is not None:
+            gates_in = gates_in + label_bias.view(batch, 2, -1).permute(1, 2, 0)[:, :, None]  # (2, 4h, 1, B)
         weight = torch.stack([lstm.state_to_state.weight.transpose(1, 2).flatten(1) for lstm in lstms])  # (2, 4h, 2*h)
         h0 = torch.stack([lstm.h0 for lstm in lstms])[..., None].expand(-1, -1, 1, batch)  # (2, h, 1, B)
         c0 = torch.stack([lstm.c0 for lstm in lstms])[..., None].expand(-1, -1, 1, batch)
@@ -153,14 +161,20 @@ class DiagonalBiLSTMAtPosition:
         self.c = self.left.h0.new_zeros(batch, hidden, width + 1)
         self.h_right = self.left.h0.new_zeros(batch, hidden, width)  # row r-1's right-to-left states
 
-    def __call__(self, x: torch.Tensor, r: int, c: int, image: torch.Tensor | None = None) -> torch.Tensor:
-        # x (B, in) at (r, c) -> (B, h); image (B, C, H, W): the raw image, final before (r, c)
+    def __call__(
+        self, x: torch.Tensor, r: int, c: int, image: torch.Tensor | None = None, label_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # x (B, in) at (r, c) -> (B, h); image (B, C, H, W): the raw image, final before (r, c);
+        # label_bias (B, 2*4h): the left-to-right then the right-to-left direction's
         left = self.left
         above, to_left = left.state_to_state.weight.unbind(2)  # (4h, h) each: taps (r-1, c), (r, c-1)
+        left_bias, right_bias = (None, None) if label_bias is None else label_bias.chunk(2, dim=1)
         if r != self.row:  # row r starts: row r-1 is final
             if r > 0:
-                self.h_right = self.scan_right(self.inputs, None if image is None else image[:, :, r - 1])
+                self.h_right = self.scan_right(self.inputs, None if image is None else image[:, :, r - 1], right_bias)
             self.above_gates = torch.einsum("oi,biw->bow", above, self.h[:, :, 1:])  # (B, 4h, W); zeros at row 0
+            if left_bias is not None:
+                self.above_gates = self.above_gates + left_bias[:, :, None]
             self.h, self.c = self.h.clone(), self.c.clone()
             self.h[:, :, 0], self.c[:, :, 0] = left.h0[:, 0], left.c0[:, 0]
             self.row = r
@@ -170,8 +184,11 @@ class DiagonalBiLSTMAtPosition:
         self.h[:, :, c + 1] = h
         return h + self.h_right[:, :, c]  # (B, h)
 
-    def scan_right(self, inputs: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
-        """Right-to-left states of the finished row r-1: inputs (B, in, W), image row (B, C, W) -> (B, h, W)."""
+    def scan_right(
+        self, inputs: torch.Tensor, image: torch.Tensor | None, label_bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Right-to-left states of the finished row r-1: inputs (B, in, W), image row (B, C, W),
+        label_bias (B, 4h) -> (B, h, W)."""
         right = self.right
         above, to_left = right.state_to_state.weight.unbind(2)  # mirrored: (r-1, c) and (r, c+1)
         conv = right.input_to_state
@@ -179,6 +196,8 @@ class DiagonalBiLSTMAtPosition:
         if right.image_to_state is not None:
             gates = gates + torch.einsum("oi,biw->bow", right.image_to_state.weight[:, :, 0, 0], image)
         gates = gates + torch.einsum("oi,biw->bow", above, self.h_right)  # (B, 4h, W); h_right: row r-2
+        if label_bias is not None:
+            gates = gates + label_bias[:, :, None]
         batch, width = inputs.shape[0], inputs.shape[2]
         h, c = right.h0[:, 0].expand(batch, -1), right.c0[:, 0].expand(batch, -1)
         states = []
@@ -205,13 +224,14 @@ class DiagonalBiLSTM(PixelRNN):
         output_layers: int = 1,
         skip: bool = True,
         close_blind_spot: bool = True,
+        classes: int = 0,
     ):
         self.close_blind_spot = close_blind_spot
 
         def make_lstm(i: int) -> DiagonalBiLSTMLayer:
             return DiagonalBiLSTMLayer(2 * hidden, hidden, channels, channels if i == 0 and close_blind_spot else 0)
 
-        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip)
+        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, classes)
 
     def layer_inputs(self, index: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"image": x} if index == 0 and self.close_blind_spot else {}

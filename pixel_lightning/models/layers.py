@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pixel_lightning.models.conditioning import LabelBiases, label_biases
+
 
 def channel_groups(num_features: int, data_channels: int) -> torch.Tensor:
     """Group index (0..data_channels-1) of each of `num_features` feature maps, contiguous blocks."""
@@ -200,9 +202,11 @@ class ResidualNet(nn.Module):
     With `skip`, each layer's 2h output also goes through its own 1x1 mask-B conv and the results
     are added to the output stack's input: the "learnable skip connections from each layer to the
     output" of section 3.3 (Table 2: residual plus skip is best). Subclasses give `layer_inputs`
-    for layers that read more than the feature maps.
+    for layers that read more than the feature maps. With `classes` > 0 the net is class-conditional
+    (conditioning.py): layer i also gets `label_bias` (B, layer.label_features), its label's bias.
 
-    x (B, C, H, W) float -> logits (B, C, H, W) if levels == 2 else (B, K, C, H, W).
+    x (B, C, H, W) float, label (B,) long if conditional -> logits (B, C, H, W) if levels == 2 else
+    (B, K, C, H, W).
     """
 
     def __init__(
@@ -215,11 +219,13 @@ class ResidualNet(nn.Module):
         output_hidden: int,
         output_layers: int = 1,
         skip: bool = False,
+        classes: int = 0,
     ):
         super().__init__()
         check_sizes(channels, levels, hidden, layers)
         self.input_conv = MaskedConv2d(channels, 2 * hidden, 7, channels, "A")
         self.layers = nn.ModuleList(make_layer(i) for i in range(layers))
+        self.label_biases = LabelBiases(classes, [layer.label_features for layer in self.layers]) if classes else None
         self.skips = (
             nn.ModuleList(MaskedConv2d(2 * hidden, 2 * hidden, 1, channels, "B") for _ in range(layers))
             if skip
@@ -231,17 +237,20 @@ class ResidualNet(nn.Module):
         """Extra keyword inputs of layer `index`, given the net's input x; none by default."""
         return {}
 
-    def cached_sampler(self, batch: int, height: int, width: int) -> CachedSampler | None:
+    def cached_sampler(
+        self, batch: int, height: int, width: int, label: torch.Tensor | None = None
+    ) -> CachedSampler | None:
         """The net at one position at a time (see CachedSampler), or None when a layer has no
         `cached_step(batch, height, width)` (or it returns None): then sampling is naive."""
         steps = [getattr(layer, "cached_step", lambda *_: None)(batch, height, width) for layer in self.layers]
-        return None if None in steps else CachedSampler(self, steps, batch, height, width)
+        return None if None in steps else CachedSampler(self, steps, batch, height, width, label)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W)
         h = self.input_conv(x)  # (B, 2h, H, W)
         skipped = torch.zeros_like(h) if self.skips is not None else None
+        biases = label_biases(self.label_biases, label, len(self.layers))
         for i, layer in enumerate(self.layers):
-            h = layer(h, **self.layer_inputs(i, x))  # (B, 2h, H, W)
+            h = layer(h, **self.layer_inputs(i, x), **biases[i])  # (B, 2h, H, W)
             if skipped is not None:
                 skipped = skipped + self.skips[i](h)
         return self.output(h if skipped is None else h + skipped)
@@ -254,13 +263,17 @@ class CachedSampler:
     inputs are final. Calls come in raster order, once per channel group of each position; a
     call at (r, c) computes each layer at (r, c) only, from the caches of the positions before
     (the input conv's, which is given the previous pixel again: its last channel is drawn after
-    its last call; the layers' own: `layer_steps[i](h, r, c, **net.layer_inputs(i, x))`),
-    and overwrites what an earlier call at (r, c) left. The mask-A input conv hides a pixel's
+    its last call; the layers' own: `layer_steps[i](h, r, c, **net.layer_inputs(i, x))`, with
+    the label's `label_bias` if the net is conditional), and overwrites what an earlier call at
+    (r, c) left. The mask-A input conv hides a pixel's
     last channel from the whole pixel, so after the last group's call the position is final.
     """
 
-    def __init__(self, net: ResidualNet, layer_steps: list, batch: int, height: int, width: int):
+    def __init__(
+        self, net: ResidualNet, layer_steps: list, batch: int, height: int, width: int, label: torch.Tensor | None
+    ):
         self.net, self.layer_steps = net, layer_steps
+        self.label_biases = label_biases(net.label_biases, label, len(layer_steps))  # once: the label is fixed
         self.input_conv = ConvAtPosition(net.input_conv, batch, height, width)
         self.skips = None if net.skips is None else [ConvAtPosition(s, batch, height, width) for s in net.skips]
         convs = [*net.output.hidden, net.output.logits]
@@ -274,7 +287,7 @@ class CachedSampler:
         h = self.input_conv(x[:, :, r, c], r, c)  # (B, 2h)
         skipped = torch.zeros_like(h) if self.skips is not None else None
         for i, step in enumerate(self.layer_steps):
-            h = step(h, r, c, **self.net.layer_inputs(i, x))  # (B, 2h)
+            h = step(h, r, c, **self.net.layer_inputs(i, x), **self.label_biases[i])  # (B, 2h)
             if skipped is not None:
                 skipped = skipped + self.skips[i](h, r, c)
         h = h if skipped is None else h + skipped

@@ -47,6 +47,7 @@ class LSTM(nn.Module):
         super().__init__()
         self.hidden = hidden
         gates = 3 + forget_gates
+        self.label_features = gates * hidden  # a conditional net's label bias: on the input-to-state gates
         self.input_to_state = MaskedConv2d(in_features, gates * hidden, input_kernel, data_channels, "B")
         gate_mask = causal_mask(hidden, in_features, self.input_to_state.kernel_size, data_channels, "B")
         self.input_to_state.set_mask(gate_mask.repeat(gates, 1, 1, 1))  # (gates*h, in, kh, kw)
@@ -75,9 +76,10 @@ class ResidualLSTM(nn.Module):
         super().__init__()
         self.lstm = lstm
         self.expand = MaskedConv2d(hidden, 2 * hidden, 1, data_channels, "B")
+        self.label_features = lstm.label_features
 
     def forward(self, x: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:  # (B, 2h, H, W)
-        # `inputs`: extra keyword inputs of the LSTM layer (the Diagonal BiLSTM's raw image).
+        # `inputs`: extra keyword inputs of the LSTM layer (the Diagonal BiLSTM's raw image, a label bias).
         return x + self.expand(self.lstm(x, **inputs))
 
     def cached_step(self, batch: int, height: int, width: int) -> Callable | None:
@@ -110,8 +112,9 @@ class PixelRNN(ResidualNet):
         make_lstm: Callable[[int], nn.Module],
         output_layers: int = 1,
         skip: bool = True,
+        classes: int = 0,
     ):
         def make_layer(i: int) -> ResidualLSTM:
             return ResidualLSTM(make_lstm(i), hidden, channels)
 
-        super().__init__(channels, levels, hidden, layers, make_layer, output_hidden, output_layers, skip)
+        super().__init__(channels, levels, hidden, layers, make_layer, output_hidden, output_layers, skip, classes)

@@ -22,9 +22,11 @@ class RowLSTMLayer(LSTM):
     def __init__(self, in_features: int, hidden: int, data_channels: int, kernel: int = 3):
         super().__init__(in_features, hidden, data_channels, (1, kernel), kernel, state_padding=kernel // 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
+    def forward(self, x: torch.Tensor, label_bias: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)
         batch, _, _, width = x.shape
         gates_in = self.input_to_state(x)  # (B, 4h, H, W)
+        if label_bias is not None:  # (B, 4h)
+            gates_in = gates_in + label_bias[:, :, None, None]
         h = self.h0.expand(batch, -1, width)  # (B, h, W): the state of row -1
         c = self.c0.expand(batch, -1, width)
         rows = []
@@ -47,9 +49,12 @@ class RowLSTMAtPosition:
         self.h = lstm.h0.expand(batch, -1, width).clone()  # (B, h, W): row r's states, so far
         self.c = lstm.c0.expand(batch, -1, width).clone()
 
-    def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:  # (B, in) at (r, c) -> (B, h)
+    def __call__(self, x: torch.Tensor, r: int, c: int, label_bias: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, in) at (r, c), label_bias (B, 4h) -> (B, h)
         if r != self.row:  # row r starts: row r-1 is final
             self.state_gates = self.lstm.state_to_state(self.h)  # (B, 4h, W)
+            if label_bias is not None:
+                self.state_gates = self.state_gates + label_bias[:, :, None]
             self.c_above, self.row = self.c, r
             self.h, self.c = torch.empty_like(self.h), torch.empty_like(self.c)
         gates = self.input_to_state(x, r, c) + self.state_gates[:, :, c]  # (B, 4h)
@@ -71,8 +76,9 @@ class RowLSTM(PixelRNN):
         kernel: int = 3,
         output_layers: int = 1,
         skip: bool = True,
+        classes: int = 0,
     ):
         def make_lstm(_: int) -> RowLSTMLayer:
             return RowLSTMLayer(2 * hidden, hidden, channels, kernel)
 
-        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip)
+        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, classes)

@@ -43,9 +43,11 @@ class SpatialLSTMLayer(LSTM):
         # state_to_state is a 1D kernel of 2 taps over [h above, h left].
         super().__init__(in_features, hidden, data_channels, 1, 2, forget_gates=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
+    def forward(self, x: torch.Tensor, label_bias: torch.Tensor | None = None) -> torch.Tensor:  # (B, in, H, W)
         batch, _, _, width = x.shape
         gates_in = self.input_to_state(x).permute(2, 3, 0, 1)  # (H, W, B, 5h)
+        if label_bias is not None:  # (B, 5h)
+            gates_in = gates_in + label_bias
         # The two taps as one matrix on [h above | h left]: one matmul per pixel.
         state_weight = self.state_to_state.weight.transpose(1, 2).flatten(1)  # (5h, 2h)
         h0, c0 = self.h0[:, 0].expand(batch, -1), self.c0[:, 0].expand(batch, -1)  # (B, h)
@@ -77,8 +79,9 @@ class SpatialLSTM(PixelRNN):
         output_hidden: int = 32,
         output_layers: int = 1,
         skip: bool = True,
+        classes: int = 0,
     ):
         def make_lstm(_: int) -> SpatialLSTMLayer:
             return SpatialLSTMLayer(2 * hidden, hidden, channels)
 
-        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip)
+        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, classes)
