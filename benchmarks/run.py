@@ -158,13 +158,16 @@ def interleaved(trainer, module, plain, batches: list[torch.Tensor], args: argpa
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    # --clock cpu: this thread's CPU time, which a busy machine's other processes do not stretch (with
+    # one thread the whole step runs here on a CPU; not the time a GPU or W&B's own process takes)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     plain = plain.to(device)
     optimizer = plain.configure_optimizers()
     plain_batches = iter(loader())
     plain_times, fit_times = [], []
 
     def step_plain_loop() -> None:
-        start = time.perf_counter()
+        start = clock()
         batch = next(plain_batches).to(device)
         optimizer.zero_grad(set_to_none=True)
         loss_of(plain, batch).backward()
@@ -172,7 +175,7 @@ def interleaved(trainer, module, plain, batches: list[torch.Tensor], args: argpa
             torch.nn.utils.clip_grad_norm_(plain.parameters(), clip)
         optimizer.step()
         sync()
-        plain_times.append(time.perf_counter() - start)
+        plain_times.append(clock() - start)
 
     class Interleave(pl.Callback):
         """Lightning's step: from the end of the plain step to the next batch's start (its fetch,
@@ -183,9 +186,9 @@ def interleaved(trainer, module, plain, batches: list[torch.Tensor], args: argpa
         def on_train_batch_start(self, *_) -> None:
             sync()
             if self.step_end is not None:
-                fit_times.append(time.perf_counter() - self.step_end)
+                fit_times.append(clock() - self.step_end)
             step_plain_loop()
-            self.step_end = time.perf_counter()
+            self.step_end = clock()
 
     trainer.callbacks.insert(0, Interleave())  # first: every other hook of the step counts as Lightning's
     trainer.fit(module, train_dataloaders=loader())
@@ -367,6 +370,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pipeline-overhead", action="store_true",
                         help="only time train.py's own Trainer (every default callback, the W&B logger offline) "
                         "against a plain loop, step for step")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time the overhead steps by the wall clock, or by the main thread's CPU time (a CPU with "
+                        "--threads 1 only: steadier on a shared machine, but blind to work in other threads)")
     parser.add_argument("--breakdown", action="store_true",
                         help="with --pipeline-overhead: also without each callback, and without the logger, in turn")
     args = parser.parse_args(argv)
@@ -374,6 +380,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         for name in names:
             if not (REPO / "conf" / kind / f"{name}.yaml").is_file():
                 parser.error(f"no conf/{kind}/{name}.yaml; choose from the files in conf/{kind}/")
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        parser.error("--clock cpu times one thread's CPU time: use it with --device cpu --threads 1")
     if args.quick:
         # 8 x 8 images: the recurrent models' scans, unrolled by torch.compile, compile in seconds
         args.hidden, args.layers, args.image_size = args.hidden or 4, args.layers or 1, args.image_size or 8
