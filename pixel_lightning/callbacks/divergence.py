@@ -44,7 +44,7 @@ class DivergenceGuard(pl.Callback):
     ) -> None:
         losses = [(name, value) for name, value in named_tensors(outputs) if value.is_floating_point()]
         if losses:
-            finite = torch.stack([torch.isfinite(value).all() for _, value in losses])  # (losses,) on the device
+            finite = [torch.isfinite(value).all() for _, value in losses]  # 0-d flags on the device
             # only scalars are kept for the message: a window of larger outputs would hold their memory
             shown = [(name, value.detach() if value.numel() == 1 else None) for name, value in losses]
             self._pending.append(PendingStep(trainer.global_step, trainer.current_epoch, batch_idx, shown, finite))
@@ -59,12 +59,11 @@ class DivergenceGuard(pl.Callback):
         pending, self._pending = self._pending, []
         if not pending:
             return
-        finite = torch.cat([step.finite for step in pending])
-        if finite.all():  # the one host read of the window
+        if torch.stack([flag for step in pending for flag in step.finite]).all():  # the one host read of the window
             return
         # Diverged: reads are cheap now. Name the first bad step and its first bad loss.
-        bad = next(step for step in pending if not step.finite.all())
-        name, value = next(loss for loss, ok in zip(bad.losses, bad.finite.tolist()) if not ok)
+        bad = next(step for step in pending if not all(step.finite))
+        name, value = next(loss for loss, ok in zip(bad.losses, bad.finite) if not ok)
         shown = "not finite" if value is None else f"{value.item()}"
         seen = f" (found at step {trainer.global_step})" if trainer.global_step != bad.global_step else ""
         raise NonFiniteError(
@@ -96,7 +95,7 @@ class PendingStep:
     epoch: int
     batch_idx: int
     losses: list[tuple[str, torch.Tensor | None]]  # a scalar loss, or None for a larger output
-    finite: torch.Tensor  # (losses,) bool
+    finite: list[torch.Tensor]  # 0-d bool, one per loss
 
 
 def kept_checkpoints(trainer: pl.Trainer) -> str:
