@@ -9,6 +9,7 @@ check, progress lines) is read at Lightning's logging steps, which share one wai
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 
 
 def is_logging_step(trainer: pl.Trainer | None) -> bool:
@@ -18,3 +19,11 @@ def is_logging_step(trainer: pl.Trainer | None) -> bool:
     if trainer is None:
         return True
     return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
+
+
+def latest_logged(trainer: pl.Trainer, name: str) -> torch.Tensor | None:
+    """The latest value logged in training as `name`, this step's included (trainer.callback_metrics
+    has it only after the step's callbacks have run), or None. Reading it on the host is a read."""
+    if trainer._results is None:
+        return trainer.callback_metrics.get(name)
+    return trainer._logger_connector.metrics["callback"].get(name, trainer.callback_metrics.get(name))

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 
-from pixel_lightning.logging_steps import is_logging_step
+from pixel_lightning.logging_steps import is_logging_step, latest_logged
 
 
 def progress_bar(every_n_seconds: float = 30.0) -> ProgressBar:
@@ -29,7 +29,8 @@ class PlainProgress(ProgressBar):
         epoch 2/3 step 1200/2346 loss 0.1234 412.5 images/s ETA 0:03:12
         epoch 2/3 validation: val/nll 95.1234 val/bpd 0.1750
 
-    The loss is the latest logged `train/loss` (logged every `trainer.log_every_n_steps` steps);
+    The loss is the latest logged `train/loss` (logged every `trainer.log_every_n_steps` steps; "?"
+    before the first);
     images/s counts all processes; ETA extrapolates this run's pace over the remaining steps.
     """
 
@@ -65,8 +66,9 @@ class PlainProgress(ProgressBar):
         elapsed = max(now - self._start, 1e-9)
         steps, total = trainer.global_step - self._start_step, trainer.estimated_stepping_batches
         eta = elapsed / steps * (total - trainer.global_step) if steps and math.isfinite(total) else math.nan
-        loss = float(trainer.callback_metrics.get("train/loss", math.nan))  # as of the latest logging step
-        print(f"{self._epoch(trainer)} step {trainer.global_step}/{total} loss {loss:.4f} "
+        loss = latest_logged(trainer, "train/loss")  # as of the latest logging step; none before the first
+        shown = "?" if loss is None else f"{float(loss):.4f}"
+        print(f"{self._epoch(trainer)} step {trainer.global_step}/{total} loss {shown} "
               f"{self._images / elapsed:.1f} images/s ETA {format_seconds(eta)}", flush=True)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
