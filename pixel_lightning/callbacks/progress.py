@@ -59,7 +59,8 @@ class PlainProgress(ProgressBar):
         edge = batch_idx == 0 or batch_idx + 1 == self.total_train_batches
         # Between the edges, lines wait for a logging step: the loss they show is a host read, which
         # shares that step's wait for the device instead of adding one.
-        due = now - self._last_print >= self.every_n_seconds and is_logging_step(trainer)
+        logged = not trainer.log_every_n_steps or is_logging_step(trainer)  # no logging: nothing to read
+        due = now - self._last_print >= self.every_n_seconds and logged
         if not self.enabled or not (due or edge):
             return
         self._last_print = now
