@@ -102,6 +102,13 @@ def test_the_loss_is_checked_at_each_logging_step(log_every_n_steps, found, tmp_
         fit(model, tmp_path, epochs=10, log_every_n_steps=log_every_n_steps, monitor=None)
 
 
+def test_a_bad_loss_is_checked_before_the_next_checkpoint_is_saved(tmp_path):
+    model = rebuilt(NaNLoss, nan_at=2)  # bad at step 3; no logging step before the epoch's checkpoint at step 4
+    with pytest.raises(NonFiniteError, match=r"at step 3 \(epoch 1, batch 0\): .* loss = nan \(found at step 4\)\. "):
+        fit(model, tmp_path, epochs=10, log_every_n_steps=50, monitor=None)
+    assert saved_steps(tmp_path) == {"epoch_000.ckpt": 2, "last.ckpt": 2}  # nothing saved after the bad step
+
+
 @pytest.mark.parametrize(
     "nan_epoch, kept, message",
     [
