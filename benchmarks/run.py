@@ -142,16 +142,14 @@ def train_speed(job: tuple[str, str, bool, argparse.Namespace]) -> dict:
     }
 
 
-def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
-    """Lightning's overhead and naive against cached sampling, in one process."""
+def interleaved(trainer, module, plain, batches: list[torch.Tensor], args: argparse.Namespace,
+                device: torch.device, clip: float | None = None) -> tuple[list[float], list[float]]:
+    """`trainer.fit(module)` against a plain PyTorch loop training `plain` (a copy of it) on the same
+    batches, one plain step before each of Lightning's: a shared machine's drift (blocks of identical
+    steps differ by +-5% here) hits both alike. Returns the timed plain and Lightning steps (s).
+    `clip`: the plain loop clips the gradients' norm like `trainer.gradient_clip_val` does."""
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
-
-    model_name, data_name, args = job
-    device = setup(args)
-    steps = args.warmup + args.steps + 1  # the last batch only ends the last timed interval
-    module = build(model_name, data_name, args)
-    batches = random_batches(module, steps, args.batch_size)
 
     def loader() -> DataLoader:  # the same batches, in order, as a DataLoader like the DataModule's
         return DataLoader(torch.cat(batches), batch_size=args.batch_size, shuffle=False)
@@ -160,21 +158,24 @@ def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    # A plain PyTorch loop over the same net and batches, one step of it before each of Lightning's:
-    # a shared machine's drift (blocks of identical steps differ by +-5% here) hits both alike.
-    plain = build(model_name, data_name, args).to(device)
+    # --clock cpu: this thread's CPU time, which a busy machine's other processes do not stretch (with
+    # one thread the whole step runs here on a CPU; not the time a GPU or W&B's own process takes)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    plain = plain.to(device)
     optimizer = plain.configure_optimizers()
     plain_batches = iter(loader())
     plain_times, fit_times = [], []
 
     def step_plain_loop() -> None:
-        start = time.perf_counter()
+        start = clock()
         batch = next(plain_batches).to(device)
         optimizer.zero_grad(set_to_none=True)
         loss_of(plain, batch).backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(plain.parameters(), clip)
         optimizer.step()
         sync()
-        plain_times.append(time.perf_counter() - start)
+        plain_times.append(clock() - start)
 
     class Interleave(pl.Callback):
         """Lightning's step: from the end of the plain step to the next batch's start (its fetch,
@@ -185,18 +186,40 @@ def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
         def on_train_batch_start(self, *_) -> None:
             sync()
             if self.step_end is not None:
-                fit_times.append(time.perf_counter() - self.step_end)
+                fit_times.append(clock() - self.step_end)
             step_plain_loop()
-            self.step_end = time.perf_counter()
+            self.step_end = clock()
 
+    trainer.callbacks.insert(0, Interleave())  # first: every other hook of the step counts as Lightning's
+    trainer.fit(module, train_dataloaders=loader())
+    return plain_times[args.warmup : args.warmup + args.steps], fit_times[args.warmup :]
+
+
+def overhead_fields(plain_times: list[float], fit_times: list[float]) -> dict:
+    """Median steps (ms), the median of the paired ratios, and of the paired differences (ms)."""
+    return {
+        "plain_loop_step_ms": round(1000 * statistics.median(plain_times), 2),
+        "lightning_step_ms": round(1000 * statistics.median(fit_times), 2),
+        "lightning_overhead": round(statistics.median(f / p for f, p in zip(fit_times, plain_times)), 3),
+        "extra_ms": round(1000 * statistics.median(f - p for f, p in zip(fit_times, plain_times)), 2),
+    }
+
+
+def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
+    """Lightning's overhead (a bare Trainer) and naive against cached sampling, in one process."""
+    import pytorch_lightning as pl
+
+    model_name, data_name, args = job
+    device = setup(args)
+    steps = args.warmup + args.steps + 1  # the last batch only ends the last timed interval
+    module = build(model_name, data_name, args)
+    batches = random_batches(module, steps, args.batch_size)
     trainer = pl.Trainer(
         accelerator=device.type, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[Interleave()],
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
-    trainer.fit(module, train_dataloaders=loader())
-    plain_times, fit_times = plain_times[args.warmup : args.warmup + args.steps], fit_times[args.warmup :]
-    plain_step, fit_step = statistics.median(plain_times), statistics.median(fit_times)
-    overhead = statistics.median(f / p for f, p in zip(fit_times, plain_times))
+    times = interleaved(trainer, module, build(model_name, data_name, args), batches, args, device)
+    fields = overhead_fields(*times)
 
     module = module.to(device)
     times, levels = {}, {}
@@ -206,15 +229,72 @@ def side_by_side(job: tuple[str, str, argparse.Namespace]) -> dict:
         levels[method] = module.sample(args.sample_images, generator=generator, method=method)
         times[method] = time.perf_counter() - start
     return {
-        "plain_loop_step_ms": round(1000 * plain_step, 2),
-        "lightning_step_ms": round(1000 * fit_step, 2),
-        "lightning_overhead": round(overhead, 3),
+        **{key: fields[key] for key in ("plain_loop_step_ms", "lightning_step_ms", "lightning_overhead")},
         "sample_images": args.sample_images,
         "naive_sample_images_per_s": round(args.sample_images / times["naive"], 3),
         "cached_sample_images_per_s": round(args.sample_images / times["cached"], 3),
         "cached_speedup": round(times["naive"] / times["cached"], 1),
         "sampling_identical": bool(torch.equal(levels["naive"], levels["cached"])),
     }
+
+
+def train_config(model: str, data: str, output_dir: str, args: argparse.Namespace, overrides: list[str]):
+    """conf/train.yaml composed as `train.py model=<model> data=<data> <overrides>` would, resolved."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    import pixel_lightning  # noqa: F401  (registers the config resolvers)
+
+    sizes = [f"model.net.{key}={value}" for key in ("hidden", "layers") if (value := getattr(args, key)) is not None]
+    if args.image_size:
+        sizes += [f"data.height={args.image_size}", f"data.width={args.image_size}"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", [f"model={model}", f"data={data}", *sizes, *overrides], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = output_dir
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def pipeline_overhead(job: tuple[str, str, str | None, argparse.Namespace]) -> dict:
+    """train.py's own Trainer (every callback of conf/callbacks/, the default W&B logger offline, the
+    trainer config), without the callback or logger named `removed`, against a plain loop."""
+    import hydra
+
+    from pixel_lightning.jobs import make_trainer
+
+    model_name, data_name, removed, args = job
+    device = setup(args)
+    steps = args.warmup + args.steps + 1
+    overrides = [f"trainer.accelerator={device.type}", f"++trainer.max_steps={steps}", "trainer.limit_val_batches=0",
+                 f"data.batch_size={args.batch_size}", "test=false", "callbacks.run_record.quality=null"]
+    if removed:
+        overrides.append(f"~{removed}")
+    with tempfile.TemporaryDirectory() as output_dir:
+        cfg = train_config(model_name, data_name, output_dir, args, overrides)
+        torch.manual_seed(0)
+        module, plain = hydra.utils.instantiate(cfg.model), hydra.utils.instantiate(cfg.model)
+        plain.load_state_dict(module.state_dict())
+        trainer, loggers = make_trainer(cfg)
+        batches = random_batches(module, steps, args.batch_size)
+        times = interleaved(trainer, module, plain, batches, args, device, clip=cfg.trainer.gradient_clip_val)
+        if loggers:
+            from pixel_lightning.jobs import finish_wandb
+
+            finish_wandb(loggers)
+    return {"model": model_name, "data": data_name, "without": removed or "", **overhead_fields(*times)}
+
+
+def pipeline_parts(args: argparse.Namespace) -> list[str | None]:
+    """None (the whole pipeline), then each callback of conf/callbacks/default.yaml and the logger."""
+    from omegaconf import OmegaConf
+
+    callbacks = OmegaConf.load(REPO / "conf" / "callbacks" / "default.yaml")
+    return [None, *(f"callbacks.{name}" for name in callbacks), "logger"] if args.breakdown else [None]
 
 
 def loader_speed(job: tuple[str, argparse.Namespace]) -> dict:
@@ -251,6 +331,23 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pipeline_markdown(rows: list[dict]) -> str:
+    """The pipeline's overhead per (model, data); with the breakdown, what removing each part saves."""
+    lines = [
+        "| model | data | without | plain loop ms/step | pipeline ms/step | overhead | extra ms/step | saved ms/step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    whole = {(r["model"], r["data"]): r for r in rows if not r["without"]}
+    for r in rows:
+        base = whole.get((r["model"], r["data"]))
+        saved = round(base["extra_ms"] - r["extra_ms"], 2) if r["without"] and base else ""
+        lines.append(
+            f"| {r['model']} | {r['data']} | {r['without'] or '(whole pipeline)'} | {r['plain_loop_step_ms']} "
+            f"| {r['lightning_step_ms']} | {r['lightning_overhead']} | {r['extra_ms']} | {saved} |"
+        )
+    return "\n".join(lines)
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=MODELS, help="names of conf/model/*.yaml")
@@ -270,11 +367,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     # slow the many small ops of the recurrent models down erratically.
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (ignored on CUDA)")
     parser.add_argument("--markdown", type=Path, help="also write the summary table to this file")
+    parser.add_argument("--pipeline-overhead", action="store_true",
+                        help="only time train.py's own Trainer (every default callback, the W&B logger offline) "
+                        "against a plain loop, step for step")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time the overhead steps by the wall clock, or by the main thread's CPU time (a CPU with "
+                        "--threads 1 only: steadier on a shared machine, but blind to work in other threads)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="with --pipeline-overhead: also without each callback, and without the logger, in turn")
     args = parser.parse_args(argv)
     for kind, names in (("model", args.models), ("data", args.data)):
         for name in names:
             if not (REPO / "conf" / kind / f"{name}.yaml").is_file():
                 parser.error(f"no conf/{kind}/{name}.yaml; choose from the files in conf/{kind}/")
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        parser.error("--clock cpu times one thread's CPU time: use it with --device cpu --threads 1")
     if args.quick:
         # 8 x 8 images: the recurrent models' scans, unrolled by torch.compile, compile in seconds
         args.hidden, args.layers, args.image_size = args.hidden or 4, args.layers or 1, args.image_size or 8
@@ -287,6 +394,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # torch.compile needs a C compiler on CPU and a cache folder: keep it out of the home folder.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / "pixel-lightning-inductor"))
     pairs = [(model, data) for data in args.data for model in args.models]
+    if args.pipeline_overhead:
+        return main_pipeline(args, pairs)
     # One fresh process per job (spawn: no CUDA state inherited), so that peak memory is per job.
     with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         loaders = dict(zip(args.data, pool.map(loader_speed, [(data, args) for data in args.data], chunksize=1)))
@@ -302,6 +411,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(json.dumps(row), flush=True)
             rows.append(row)
     summary = markdown(rows)
+    print("\n" + summary, flush=True)
+    if args.markdown:
+        args.markdown.write_text(summary + "\n")
+    return rows
+
+
+def main_pipeline(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> list[dict]:
+    """--pipeline-overhead: one fresh process per (model, data, part removed), so no run inherits
+    another's W&B run, caches or allocator state."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    rows = []
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for model, data in pairs:
+            for removed in pipeline_parts(args):
+                row = pool.apply(pipeline_overhead, ((model, data, removed, args),))
+                row.update(batch_size=args.batch_size, device=args.device,
+                           threads=args.threads if args.device == "cpu" else None)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    summary = pipeline_markdown(rows)
     print("\n" + summary, flush=True)
     if args.markdown:
         args.markdown.write_text(summary + "\n")

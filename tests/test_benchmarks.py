@@ -37,3 +37,29 @@ def test_quick_benchmark_reports_every_field(tmp_path):
     table = summary.read_text()
     assert "| pixelcnn | binarized_mnist |" in table and "| row_lstm | binarized_mnist |" in table
     assert table in result.stdout
+
+
+@pytest.mark.slow
+def test_pipeline_overhead_times_train_py_trainer_against_a_plain_loop(tmp_path):
+    summary = tmp_path / "pipeline.md"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--pipeline-overhead", "--quick", "--models", "pixelcnn",
+         "--data", "binarized_mnist", "--device", "cpu", "--clock", "cpu", "--markdown", str(summary)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert (row["model"], row["data"], row["without"]) == ("pixelcnn", "binarized_mnist", "")
+    assert row["plain_loop_step_ms"] > 0 and row["lightning_step_ms"] > 0 and row["lightning_overhead"] > 0
+    assert "| pixelcnn | binarized_mnist | (whole pipeline) |" in summary.read_text()
+
+
+def test_the_breakdown_removes_each_default_callback_and_the_logger():
+    from omegaconf import OmegaConf
+    from run import parse, pipeline_parts
+
+    callbacks = OmegaConf.load(REPO / "conf" / "callbacks" / "default.yaml")
+    parts = pipeline_parts(parse(["--pipeline-overhead", "--breakdown"]))
+    assert parts == [None, *(f"callbacks.{name}" for name in callbacks), "logger"]
+    assert "divergence_guard" in callbacks and "progress_bar" in callbacks

@@ -4,6 +4,8 @@ Tiny in-process runs (4x4 binary images, 2 batches an epoch) with a NaN injected
 for the likelihood model and for a module with manual optimisation returning a GAN-style dict.
 """
 
+import re
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -86,10 +88,25 @@ def test_a_nan_loss_stops_the_run_naming_the_step_the_loss_and_the_fixes(tmp_pat
     with pytest.raises(NonFiniteError) as error:
         fit(rebuilt(NaNLoss), tmp_path, gradient_clip_val=1.0)
     message = str(error.value)
-    assert "diverged at step 4 (epoch 1, batch 1): the training step returned loss = nan." in message
+    # No logging step in 6 steps (log_every_n_steps=50): found at the end of training, named where it went bad
+    assert "diverged at step 4 (epoch 1, batch 1): the training step returned loss = nan (found at step 6)." in message
     assert "optimizer.lr=0.0001" in message and "trainer.gradient_clip_val=0.5" in message
     assert str(tmp_path / "last.ckpt") in message
     assert saved_steps(tmp_path) == {"epoch_000.ckpt": 2, "last.ckpt": 2}  # epoch 0 kept, nothing after
+
+
+@pytest.mark.parametrize("log_every_n_steps, found", [(1, ""), (4, " (found at step 4)")])
+def test_the_loss_is_checked_at_each_logging_step(log_every_n_steps, found, tmp_path):
+    model = rebuilt(NaNLoss, nan_at=2)  # bad at step 3, the first of epoch 1; checked at step 4 or at once
+    with pytest.raises(NonFiniteError, match=rf"at step 3 \(epoch 1, batch 0\): .* loss = nan{re.escape(found)}\. "):
+        fit(model, tmp_path, epochs=10, log_every_n_steps=log_every_n_steps, monitor=None)
+
+
+def test_a_bad_loss_is_checked_before_the_next_checkpoint_is_saved(tmp_path):
+    model = rebuilt(NaNLoss, nan_at=2)  # bad at step 3; no logging step before the epoch's checkpoint at step 4
+    with pytest.raises(NonFiniteError, match=r"at step 3 \(epoch 1, batch 0\): .* loss = nan \(found at step 4\)\. "):
+        fit(model, tmp_path, epochs=10, log_every_n_steps=50, monitor=None)
+    assert saved_steps(tmp_path) == {"epoch_000.ckpt": 2, "last.ckpt": 2}  # nothing saved after the bad step
 
 
 @pytest.mark.parametrize(

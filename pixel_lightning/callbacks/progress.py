@@ -14,6 +14,8 @@ from datetime import timedelta
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 
+from pixel_lightning.logging_steps import is_logging_step, latest_logged
+
 
 def progress_bar(every_n_seconds: float = 30.0) -> ProgressBar:
     """Rich's bar when stdout is a terminal, else PlainProgress (the `progress_bar` callback)."""
@@ -21,12 +23,14 @@ def progress_bar(every_n_seconds: float = 30.0) -> ProgressBar:
 
 
 class PlainProgress(ProgressBar):
-    """Prints one line per `every_n_seconds` of training (and at each epoch's first and last
-    batch), and one per validation, from rank zero:
+    """Prints one line per `every_n_seconds` of training (at the first logging step after them,
+    and at each epoch's first and last batch), and one per validation, from rank zero:
 
         epoch 2/3 step 1200/2346 loss 0.1234 412.5 images/s ETA 0:03:12
         epoch 2/3 validation: val/nll 95.1234 val/bpd 0.1750
 
+    The loss is the latest logged `train/loss` (logged every `trainer.log_every_n_steps` steps; "?"
+    before the first);
     images/s counts all processes; ETA extrapolates this run's pace over the remaining steps.
     """
 
@@ -53,14 +57,19 @@ class PlainProgress(ProgressBar):
         self._images += len(batch) * trainer.world_size
         now = time.monotonic()
         edge = batch_idx == 0 or batch_idx + 1 == self.total_train_batches
-        if not self.enabled or (now - self._last_print < self.every_n_seconds and not edge):
+        # Between the edges, lines wait for a logging step: the loss they show is a host read, which
+        # shares that step's wait for the device instead of adding one.
+        logged = not trainer.log_every_n_steps or is_logging_step(trainer)  # no logging: nothing to read
+        due = now - self._last_print >= self.every_n_seconds and logged
+        if not self.enabled or not (due or edge):
             return
         self._last_print = now
         elapsed = max(now - self._start, 1e-9)
         steps, total = trainer.global_step - self._start_step, trainer.estimated_stepping_batches
         eta = elapsed / steps * (total - trainer.global_step) if steps and math.isfinite(total) else math.nan
-        loss = trainer.progress_bar_metrics.get("train/loss", math.nan)
-        print(f"{self._epoch(trainer)} step {trainer.global_step}/{total} loss {loss:.4f} "
+        loss = latest_logged(trainer, "train/loss")  # as of the latest logging step; none before the first
+        shown = "?" if loss is None else f"{float(loss):.4f}"
+        print(f"{self._epoch(trainer)} step {trainer.global_step}/{total} loss {shown} "
               f"{self._images / elapsed:.1f} images/s ETA {format_seconds(eta)}", flush=True)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -81,7 +81,7 @@ class RunRecord(pl.Callback):
         # None until training starts, and after it when they are unknown (a checkpoint without them).
         self.earlier: dict[str, float] | None = None
         self._memory_start: int | None = None
-        self._cuda = False
+        self._cuda = self._unsynced = False
 
     # ---- measuring --------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -112,23 +112,35 @@ class RunRecord(pl.Callback):
             self.earlier = {key: float(state[key]) for key in EARLIER_TOTALS}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._sync()
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._sync()
         self._last_batch_end = time.perf_counter()
         self.batch_seconds += self._last_batch_end - self._batch_start
         self.batch_images += len(batch if isinstance(batch, torch.Tensor) else batch[0])
+        self._unsynced = self._cuda
 
     def _sync(self) -> None:
-        if self._cuda:  # CUDA kernels run asynchronously: time them, not their launch
+        """CUDA kernels run asynchronously: when training pauses (validation, epoch end, the end), add
+        the time the device still needs for the batches queued so far. Never per batch: a
+        synchronisation per step would serialise the GPU with Python."""
+        if self._unsynced:
             torch.cuda.synchronize()
+            now = time.perf_counter()
+            self.batch_seconds += now - self._last_batch_end
+            self._last_batch_end, self._unsynced = now, False
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._sync()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._sync()
 
     def _session_time(self) -> float:
         return self._last_batch_end - self._train_start if self._last_batch_end else 0.0
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sync()
         self.train_time_s = self._session_time()
         self.epochs = _epochs(trainer, self.batch_images)  # the train dataloader is gone after the test
         no_test = not is_overridden("test_step", pl_module)  # no likelihood to test (a GAN)

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pixel_lightning.logging_steps import is_logging_step
 from pixel_lightning.metrics import NegativeLogLikelihood
 from pixel_lightning.models.distribution import AutoregressiveDistribution
 
@@ -65,7 +66,10 @@ class AutoregressiveImageModel(AutoregressiveDistribution, pl.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, self.train_nll)
-        self.log("train/loss", loss, prog_bar=True)
+        # Only on logging steps, and not in the progress bar, whose values Lightning reads on the
+        # host after every step: a logged tensor is read when it is logged, once per window.
+        if is_logging_step(self._trainer):
+            self.log("train/loss", loss)
         return loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

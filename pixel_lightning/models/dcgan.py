@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixel_lightning.errors import UserError
+from pixel_lightning.logging_steps import is_logging_step
 from pixel_lightning.models.autoregressive import _plain
 from pixel_lightning.settings import check_condition
 
@@ -213,11 +214,12 @@ class DCGAN(pl.LightningModule):
         opt_g.step()
 
         losses = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
-        self.log_dict({f"train/{name}": value for name, value in losses.items()}, prog_bar=True)
-        # D(x) and D(G(z)): the discriminator's mean belief that real and fake images are real.
-        self.log_dict(
-            {"train/d_real": torch.sigmoid(real_logits).mean(), "train/d_fake": torch.sigmoid(fake_logits).mean()}
-        )
+        if is_logging_step(self._trainer):  # not per step, nor in the progress bar: both read the device
+            self.log_dict({f"train/{name}": value for name, value in losses.items()})
+            # D(x) and D(G(z)): the discriminator's mean belief that real and fake images are real.
+            self.log_dict(
+                {"train/d_real": torch.sigmoid(real_logits).mean(), "train/d_fake": torch.sigmoid(fake_logits).mean()}
+            )
         return losses
 
     def stop_if_diverged(self, **losses: torch.Tensor) -> None:
