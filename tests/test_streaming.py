@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from support import REPO, tiny_model
 from test_checkpoint import model_checkpoint
 
+from pixel_lightning.callbacks.run_record import RunRecord
 from pixel_lightning.checkpoint import load_model
 from pixel_lightning.config import STREAMED_DATA_MODULE, data_module
 from pixel_lightning.data.imagenet import PNGFolder, read_chrabaszcz_npz
@@ -178,6 +179,13 @@ def test_prepare_imagenet_round_trip(tmp_path, layout):
         if split != "test":
             seen += positions
     assert sorted(seen) == list(range(23))  # train and val: disjoint, all of the train archive
+    # the run record of a test on Chrabaszcz's data says that it is not the paper's
+    record = RunRecord(str(tmp_path / "run"), "pixelcnn", "imagenet8", quality=None)
+    pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+               callbacks=[record]).test(tiny_model(3, 256, 8, 8), StreamingImageDataModule(str(tmp_path / "out")))
+    dataset = json.loads((tmp_path / "run" / "record.json").read_text())["dataset"]
+    assert dataset == ("imagenet8" if layout == "paper" else f"imagenet8 ({manifest['note']})")
+    assert layout == "paper" or "not comparable with the downsampled ImageNet of the PixelRNN paper" in dataset
 
 
 def synthetic_source(splits: dict[str, int] = SPLITS, classes: int | None = 3) -> Source:
@@ -337,3 +345,11 @@ def test_the_streaming_engine_leaves_torchmetrics_and_lightning_importable():
     result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert tuple(int(part) for part in result.stdout.strip().split(".")[:3]) < (0, 2, 45)
+
+
+def test_gpu_check_stops_at_once_without_cuda():
+    env = ENV | {"CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py")], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "gpu_check.py needs a CUDA GPU, and torch sees none" in result.stderr
