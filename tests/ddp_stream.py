@@ -6,7 +6,8 @@ by re-running this command line):
 
     python tests/ddp_stream.py <chunks> <model.ckpt> <devices> <out folder>
 
-Each process writes <out>/rank<r>.json: {"test_ids", "train_ids", "test_nll"}.
+Each process writes <out>/rank<r>.json: {"test_ids", "train_ids", "test_nll", "litdata"} (litdata's
+version: the script starts in a clean interpreter, so it also shows what the install imports).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+import litdata
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torchmetrics  # noqa: F401  (imported first here, in a clean interpreter: see test_the_streaming_engine_...)
 from pytorch_lightning.strategies import DDPStrategy
 
 from pixel_lightning.checkpoint import load_model
@@ -75,4 +78,4 @@ if __name__ == "__main__":
     chunks, checkpoint, devices, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
     results = run(chunks, checkpoint, devices)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    (out / f"rank{rank}.json").write_text(json.dumps(results))
+    (out / f"rank{rank}.json").write_text(json.dumps(results | {"litdata": litdata.__version__}))
