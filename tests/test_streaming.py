@@ -272,6 +272,10 @@ def test_datamodule_refuses_settings_the_chunks_do_not_have(chunks, tmp_path):
     prepare(synthetic_source({"train": 2, "val": 1, "test": 1}, classes=None), str(unlabelled))
     with pytest.raises(DataError, match="has no labels"):
         StreamingImageDataModule(str(unlabelled), labels=True)
+    manifest = json.loads((unlabelled / MANIFEST).read_text())
+    (unlabelled / MANIFEST).write_text(json.dumps(manifest | {"bits": 12}))
+    with pytest.raises(DataError, match="prepared.json is damaged"):
+        StreamingImageDataModule(str(unlabelled))
 
 
 def test_streaming_switch_selects_the_streamed_module(tmp_path):

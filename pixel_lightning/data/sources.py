@@ -146,6 +146,9 @@ def in_memory_source(dataset: str, data_dir: Path, download: bool, val_size: int
                      split_seed: int) -> Source:
     """MNIST, binarized MNIST or CIFAR-10 from data_dir, read by their DataModules (at 8 bits)."""
     if dataset == "binarized_mnist":
+        if val_size is not None:
+            raise DataError("--val-size does not apply to binarized_mnist: its validation split is its own file "
+                            "(binarized_mnist_valid.amat). Leave --val-size out.")
         module = BinarizedMNISTDataModule(data_dir, download=download)
         module.setup()
         splits = {name: ArrayOriginal(ds.images.numpy(), None) for name, ds in

@@ -124,6 +124,15 @@ class StreamingImageDataModule(ImageDataModule):
                             "them again into an empty folder.")
         if not manifest.get("complete"):
             raise DataError(f"The chunks in {self.chunks} are unfinished (preparing them stopped midway). {fix}")
+        shape, bits, classes, splits = (manifest.get(key) for key in ("shape", "bits", "classes", "splits"))
+        valid = (isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)
+                 and bits in range(1, 9) and (classes is None or isinstance(classes, int) and classes > 0)
+                 and isinstance(splits, dict) and set(splits) == {"train", "val", "test"}
+                 and all(isinstance(entry.get("images"), int) for entry in splits.values())
+                 and isinstance(manifest.get("settings"), dict) and isinstance(manifest.get("note"), (str, type(None))))
+        if not valid:
+            raise DataError(f"The manifest {join(self.chunks, 'prepared.json')} is damaged (its shape, bits, classes "
+                            "or splits are not what prepare writes). Prepare the data again into an empty folder.")
 
     def prepare_data(self) -> None:
         """Nothing to fetch: the chunks are written by `prepare` and streamed by each process."""
