@@ -1,4 +1,5 @@
-"""Datasets as LightningDataModules yielding unlabelled uint8 images of integer levels."""
+"""Datasets as LightningDataModules yielding unlabelled uint8 images of integer levels. The streamed
+one, pixel_lightning.data.streaming (litdata chunks; labels optional), is imported only where used."""
 
 from pixel_lightning.data.datamodule import (
     BinarizedMNISTDataModule,
