@@ -26,9 +26,11 @@ from test_checkpoint import model_checkpoint
 from pixel_lightning.callbacks.run_record import RunRecord
 from pixel_lightning.checkpoint import load_model
 from pixel_lightning.config import STREAMED_DATA_MODULE, data_module
+from pixel_lightning.data.datamodule import CIFAR10DataModule
+from pixel_lightning.data.formats import read_cifar_npz
 from pixel_lightning.data.imagenet import PNGFolder, read_chrabaszcz_npz
 from pixel_lightning.data.prepare import MANIFEST, main, prepare, read_manifest, verify_split
-from pixel_lightning.data.sources import ArrayOriginal, Source, Split, imagenet_source
+from pixel_lightning.data.sources import ArrayOriginal, Source, Split, imagenet_source, in_memory_source
 from pixel_lightning.data.streaming import StreamingImageDataModule
 from pixel_lightning.errors import DataError
 from pixel_lightning.plugins import AtomicCheckpointIO
@@ -186,6 +188,29 @@ def test_prepare_imagenet_round_trip(tmp_path, layout):
     dataset = json.loads((tmp_path / "run" / "record.json").read_text())["dataset"]
     assert dataset == ("imagenet8" if layout == "paper" else f"imagenet8 ({manifest['note']})")
     assert layout == "paper" or "not comparable with the downsampled ImageNet of the PixelRNN paper" in dataset
+
+
+def test_prepared_cifar10_streams_the_in_memory_splits_with_their_labels(tmp_path, monkeypatch):
+    """data.streaming=true sees the same train / val / test images as the in-memory DataModule."""
+    monkeypatch.setattr(CIFAR10DataModule, "expected_sizes", {"train": 30, "test": 8})
+    rng = np.random.default_rng(5)
+    (tmp_path / "cifar10").mkdir()
+    for split, count in (("train", 30), ("test", 8)):
+        np.savez(tmp_path / "cifar10" / f"cifar10_{split}.npz", y=rng.integers(0, 10, count),
+                 x=rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8))
+    prepare(in_memory_source("cifar10", tmp_path, False, 6, 3), str(tmp_path / "out"), workers=2)
+    in_memory = CIFAR10DataModule(tmp_path, download=False, val_size=6, split_seed=3, bits=5)
+    in_memory.setup()
+    streamed = StreamingImageDataModule("out", tmp_path, val_size=6, split_seed=3, bits=5, labels=True, levels=32)
+    streamed.setup()
+    labels = read_cifar_npz(tmp_path / "cifar10" / "cifar10_train.npz", key="y")
+    for split in ("train", "val", "test"):
+        expected = getattr(in_memory, f"{split}_dataset").images
+        items = [getattr(streamed, f"{split}_dataset")[i] for i in range(len(expected))]
+        assert torch.equal(torch.stack([image for image, _ in items]), expected), split
+    val_labels = [label for _, label in (streamed.val_dataset[i] for i in range(6))]
+    order = np.sort(np.random.default_rng(3).permutation(30)[:6])  # split_train_val's validation positions
+    assert val_labels == labels[order].tolist()
 
 
 def synthetic_source(splits: dict[str, int] = SPLITS, classes: int | None = 3) -> Source:
