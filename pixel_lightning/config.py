@@ -14,6 +14,17 @@ def levels(bits: int, binarize: object = None) -> int:
     return 2 if binarize not in (None, False, "", "null") else 2 ** int(bits)
 
 
+STREAMED_DATA_MODULE = "pixel_lightning.data.streaming.StreamingImageDataModule"
+
+
+def data_module(in_memory: str, streaming: object) -> str:
+    """The `_target_` of a data config: its in-memory DataModule, or with `streaming: true` the one that
+    streams the chunks written by `python -m pixel_lightning.data.prepare`."""
+    if streaming not in (True, False):
+        raise ValueError(f"data.streaming must be true or false, but it is {streaming}")
+    return STREAMED_DATA_MODULE if streaming else in_memory
+
+
 #: parent folder -> the run folder this process claimed in it (Hydra resolves the path repeatedly).
 _claimed_run_dirs: dict[str, str] = {}
 
@@ -46,5 +57,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("levels", levels)
     if not OmegaConf.has_resolver("unique_run_dir"):
         OmegaConf.register_new_resolver("unique_run_dir", unique_run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("data_module"):
+        OmegaConf.register_new_resolver("data_module", data_module)
     if not OmegaConf.has_resolver("path_name"):
         OmegaConf.register_new_resolver("path_name", path_name)

@@ -28,6 +28,7 @@ ALLOWED_TARGETS = frozenset(
         "pixel_lightning.data.BinarizedMNISTDataModule",
         "pixel_lightning.data.MNISTDataModule",
         "pixel_lightning.data.CIFAR10DataModule",
+        "pixel_lightning.data.streaming.StreamingImageDataModule",
         "torch.optim.Adam",
         "torch.optim.AdamW",
         "torch.optim.RMSprop",

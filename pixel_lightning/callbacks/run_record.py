@@ -201,6 +201,8 @@ class RunRecord(pl.Callback):
         if not trainer.is_global_zero:
             return
         record = blank_record(**self.known, **self.measured(trainer, pl_module), status="running")
+        if getattr(datamodule, "note", None):  # a caveat of the data itself (Chrabaszcz's ImageNet: not the paper's)
+            record["dataset"] = f"{record['dataset']} ({datamodule.note})"
         if final:
             if self.quality is not None and not trainer.fast_dev_run:  # a dev run checks code, measures nothing
                 with torch.inference_mode(False):  # the classifier may train here, inside the test loop

@@ -1,5 +1,6 @@
 """Datasets as LightningDataModules yielding uint8 images of integer levels (with their labels for
-class-conditional models)."""
+class-conditional models). The streamed one, pixel_lightning.data.streaming (litdata chunks), is
+imported only where used."""
 
 from pixel_lightning.data.datamodule import (
     BinarizedMNISTDataModule,

@@ -274,6 +274,8 @@ class BinarizedMNISTDataModule(ImageDataModule):
         eval_batch_size: int | None = None,
         classes: int | None = 10,
         condition: str | None = None,
+        streaming: bool = False,  # the data config's switch: true builds the StreamingImageDataModule instead
+        root: str | None = None,  # where the streamed chunks are (read by the StreamingImageDataModule only)
     ) -> None:
         super().__init__(
             data_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
@@ -367,6 +369,8 @@ class MNISTDataModule(ImageDataModule):
         levels: int | None = None,
         download: bool = True,
         eval_batch_size: int | None = None,
+        streaming: bool = False,  # the data config's switch: true builds the StreamingImageDataModule instead
+        root: str | None = None,  # where the streamed chunks are (read by the StreamingImageDataModule only)
         bits: int = 8,
         binarize: str | None = None,
         val_size: int = 10000,
@@ -459,6 +463,8 @@ class CIFAR10DataModule(ImageDataModule):
         levels: int | None = None,
         download: bool = True,
         eval_batch_size: int | None = None,
+        streaming: bool = False,  # the data config's switch: true builds the StreamingImageDataModule instead
+        root: str | None = None,  # where the streamed chunks are (read by the StreamingImageDataModule only)
         bits: int = 8,
         val_size: int = 5000,
         split_seed: int = 0,

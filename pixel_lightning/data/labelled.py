@@ -28,7 +28,12 @@ BINARIZE_SEED = 12345  # the classifier's own fixed binarization of MNIST (2-lev
 
 
 def family(datamodule: ImageDataModule) -> str:
-    """The labelled dataset behind a data module: 'mnist' or 'cifar10'."""
+    """The labelled dataset behind a data module: 'mnist' or 'cifar10', or for streamed chunks of them
+    'mnist-streamed' or 'cifar10-streamed' (trained on the streamed training split, cached apart)."""
+    from pixel_lightning.data.streaming import StreamingImageDataModule  # imports litdata: only when scoring
+
+    if isinstance(datamodule, StreamingImageDataModule) and datamodule.dataset in ("mnist", "cifar10"):
+        return f"{datamodule.dataset}-streamed"
     if isinstance(datamodule, (MNISTDataModule, BinarizedMNISTDataModule)):
         return "mnist"
     if isinstance(datamodule, CIFAR10DataModule):
@@ -42,6 +47,8 @@ def family(datamodule: ImageDataModule) -> str:
 def labelled_split(datamodule: ImageDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N, C, H, W) in the data module's levels, labels int64 (N,)) of the
     'train' or 'test' file of the data module's dataset family."""
+    if family(datamodule).endswith("-streamed"):
+        return datamodule.labelled(split)
     if family(datamodule) == "cifar10":
         images, labels = _cifar10(datamodule, split)
         return images >> (8 - datamodule.bits), labels
