@@ -9,7 +9,14 @@ from support import REPO, real_data_dir, requires_data
 from torch import nn
 
 from pixel_lightning.evaluation.feature_net import CachedClassifier, train_classifier
-from pixel_lightning.evaluation.fid import SampleQuality, classifier_score, frechet_distance, real_subset
+from pixel_lightning.evaluation.fid import (
+    SampleQuality,
+    classes_covered,
+    classifier_score,
+    frechet_distance,
+    kernel_distance,
+    real_subset,
+)
 
 TINY = {"epochs": 2, "train_images": 2000, "width": 8, "num_features": 32}
 
@@ -117,3 +124,21 @@ def test_default_classifier_reaches_its_stated_accuracy(mnist, tmp_path):
     settings = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "fid" / "default.yaml").classifier)
     _, accuracy = CachedClassifier(mnist, tmp_path, settings).load()
     assert accuracy >= 0.95
+
+
+def test_kid_is_about_zero_for_one_distribution_clearly_positive_for_a_shifted_one_and_has_a_std():
+    generator = torch.Generator().manual_seed(0)
+    real, same = torch.randn(2, 600, 16, generator=generator)
+    shifted = same + 0.5
+    itself, itself_std = kernel_distance(real, same, subsets=50, subset_size=300)
+    apart, apart_std = kernel_distance(real, shifted, subsets=50, subset_size=300)
+    assert itself_std > 0 and apart_std > 0
+    assert abs(itself) < 3 * itself_std  # unbiased: zero within its spread
+    assert apart > 10 * apart_std and apart > 100 * abs(itself)
+    assert kernel_distance(real, same, subsets=50, subset_size=300) == (itself, itself_std)  # its own seeded subsets
+
+
+def test_classes_covered_counts_classes_with_at_least_half_their_fair_share():
+    predicted = torch.tensor([0] * 50 + [1] * 10 + [2] * 9 + [3] * 11)  # 80 samples, 4 classes: half a share is 10
+    logits = torch.nn.functional.one_hot(predicted, 4).float()
+    assert classes_covered(logits) == 3  # 50, 10 and 11, not 9
