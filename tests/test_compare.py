@@ -16,6 +16,7 @@ from test_cli import assert_ok, run
 
 from pixel_lightning.evaluation.compare import OUTPUTS, comparison_rows, main, read_records
 from pixel_lightning.evaluation.compare.aggregate import Stat, aggregate, time_to_target, with_times_to_target
+from pixel_lightning.evaluation.compare.tables import kid_precision
 from pixel_lightning.evaluation.compare.verdict import judge, ranks, verdict_rows
 from pixel_lightning.images import make_grid, save_png
 from pixel_lightning.records import blank_record, write_record
@@ -141,6 +142,15 @@ def test_verdict_words_follow_the_measured_order_and_say_not_separated_when_inte
     assert (verdict["quality"]["diagonal_bilstm"]["word"], verdict["quality"]["diagonal_bilstm"]["judgement"]) == (
         "high", "agrees")  # medium-high
     assert verdict["quality"]["pixelcnn"]["claim"] is None  # the source makes no claim
+
+
+def test_kid_precision_compares_the_subset_std_with_a_third_of_the_smallest_gap():
+    def group(mean, subset_std):
+        return {"kid": Stat(mean, 0.001, 3), "runs": [{"kid_std": subset_std}]}
+
+    assert "is under a third" in kid_precision([group(0.10, 0.002), group(0.13, 0.009), group(0.20, 0.001)])
+    assert "is not under a third" in kid_precision([group(0.10, 0.002), group(0.13, 0.011), group(0.20, 0.001)])
+    assert kid_precision([group(0.10, 0.002)]) is None
 
 
 MALFORMED = {

@@ -107,6 +107,20 @@ def rankings(groups: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def kid_precision(groups: list[dict[str, Any]]) -> str | None:
+    """Whether the samples were enough: KID's own std over subsets (the largest of any run) against
+    a third of the smallest gap between two models' mean KIDs."""
+    means = sorted(group["kid"].mean for group in groups if isinstance(group["kid"], Stat))
+    stds = [run["kid_std"] for group in groups for run in group["runs"] if run["kid_std"] is not None]
+    if len(means) < 2 or not stds:
+        return None
+    gap = min(b - a for a, b in zip(means, means[1:], strict=False))
+    verdict = "under" if max(stds) < gap / 3 else "not under"
+    return (f"- KID's own std over subsets (at most {max(stds):.3g} in any run) is {verdict} a third of the smallest "
+            f"gap between two models' mean KIDs ({gap:.3g}): {'enough' if verdict == 'under' else 'too few'} samples "
+            "to rank by KID.")
+
+
 def _name(group: dict[str, Any], varied: bool) -> str:
     """The model, with its settings where the groups' settings differ."""
     return group["model"] + (f" [{' '.join(group['settings']) or 'defaults'}]" if varied else "")
@@ -170,7 +184,8 @@ def comparison_markdown(rows, groups, targets, folders) -> str:
              f"({sum(row['status'] == 'finished' for row in rows)} finished). Plots: comparison.png (learning "
              "curves, final scores), samples_side_by_side.png.", "",
              "## Models (mean ± std over seeds, n finished runs)", "", markdown(*model_table(groups, rows)),
-             "## Rankings", "", *(rankings(groups) or ["- fewer than two models measured"]), "",
+             "## Rankings", "", *(rankings(groups) or ["- fewer than two models measured"]),
+             *filter(None, [kid_precision(groups)]), "",
              "## Time to quality", "", f"Target bits/dim {fmt(targets['bpd'], '.4f')}, target KID "
              f"{fmt(targets['kid'], '.4g')} (`compare.target_bpd`, `compare.target_kid`; by default the sweep's "
              "worst final values). Time is training time (measurements excluded), read off the learning curves "
