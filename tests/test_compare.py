@@ -205,21 +205,25 @@ def test_compare_on_a_folder_without_records_says_so(tmp_path, capsys):
     assert exit_status.value.code == 2 and "No valid record.json under" in capsys.readouterr().err
 
 
-def test_compare_takes_several_folders_and_reads_no_grid_outside_a_run(tmp_path, capsys):
+def test_compare_takes_several_folders_and_reads_no_grid_outside_a_run_or_that_is_no_picture(tmp_path, capsys):
     make_run(tmp_path / "sweep1", "0", 1, model="row_lstm", seed=0, test_bpd=0.2)
     make_run(tmp_path / "sweep2", "0", 1, model="row_lstm", seed=1, test_bpd=0.3)
+    make_run(tmp_path / "sweep2", "1", 1, model="row_lstm", seed=2, test_bpd=0.25)
+    (tmp_path / "sweep1" / "0" / "samples" / "scored.png").write_text("not a picture")
     outside = tmp_path / "secret.png"
-    outside.write_bytes((tmp_path / "sweep1" / "0" / "samples" / "scored.png").read_bytes())
+    outside.write_bytes((tmp_path / "sweep2" / "1" / "samples" / "scored.png").read_bytes())
     record = json.loads((tmp_path / "sweep2" / "0" / "record.json").read_text())
     (tmp_path / "sweep2" / "0" / "record.json").write_text(json.dumps(record | {"sample_grid": "../../secret.png"}))
     with pytest.raises(SystemExit):
         main([str(tmp_path / "sweep1"), str(tmp_path / "sweep2")])  # where to write?
     assert "--out" in capsys.readouterr().err
     main([str(tmp_path / "sweep1"), str(tmp_path / "sweep2"), "--out", str(tmp_path / "both")])
-    assert "outside its run folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "../../secret.png is outside its run folder" in err and "cannot identify image file" in err
     text = (tmp_path / "both" / "comparison.md").read_text()
-    assert "| row_lstm | binarized_mnist | – | 2 | 0.2500 ± 0.0707 |" in text  # one group across the sweeps
-    assert Image.open(tmp_path / "both" / "samples_side_by_side.png").width < 2 * 3 * 62  # one grid only
+    assert "| row_lstm | binarized_mnist | – | 3 | 0.2500 ± 0.0500 |" in text  # one group across the sweeps
+    picture = Image.open(tmp_path / "both" / "samples_side_by_side.png")
+    assert picture.height == 24 + 3 * 62 and picture.width < 2 * 3 * 62  # sweep2/1's grid only
 
 
 @pytest.fixture(scope="module")

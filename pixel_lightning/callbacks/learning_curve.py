@@ -53,6 +53,8 @@ class LearningCurve(pl.Callback):
         for name, value in (("every_seconds", every_seconds), ("every_images", every_images)):
             if value is not None and not value > 0:
                 raise ValueError(f"curve.{name} must be positive or null, got {value}")
+        if images < 2:
+            raise ValueError(f"curve.images must be at least 2 (a mean and its standard error), got {images}")
         self.every_seconds, self.every_images = every_seconds, every_images
         self.images, self.batch_size, self.kid_samples = images, batch_size, kid_samples
         self.quality = hydra.utils.instantiate(quality) if isinstance(quality, Mapping) else quality
@@ -119,6 +121,7 @@ class LearningCurve(pl.Callback):
             datamodule = trainer.datamodule
             datamodule.setup("fit")
             torch.manual_seed(0)  # a dynamically binarized split draws its pixels: the same ones every run
+            # (measure() runs this inside fork_rng, so training's random stream is untouched)
             self._subset = real_subset(datamodule.val_dataset, min(self.images, len(datamodule.val_dataset)))
         return self._subset
 

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pixel_lightning.evaluation.compare.aggregate import Stat
-from pixel_lightning.evaluation.compare.runs import grid_path
+from pixel_lightning.evaluation.compare.runs import grid_path, warn
 
 
 def curve_band(curves: list[list[dict[str, Any]]], key: str, x: str, points: int = 60):
@@ -99,7 +99,11 @@ def side_by_side(rows: list[dict[str, Any]], path: Path, scale: int = 3) -> None
         grid_file = grid_path(row)
         if grid_file is None:
             continue
-        grid = Image.open(grid_file).convert("RGB")
+        try:
+            grid = Image.open(grid_file).convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as err:  # not a picture, or a huge one
+            warn(f"ignored the sample grid of {row['run_dir']}: {err}")
+            continue
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
         title = f"{row['model']} ({row['dataset']}" + (f", seed {row['seed']})" if row["seed"] is not None else ")")
         panel = Image.new("RGB", (max(grid.width, 8 * len(title) + 8), grid.height + 24), "white")
