@@ -11,7 +11,8 @@ Fields (RECORD_FIELDS; null when not measured):
   epochs, steps       passes over the training set (images trained on / training-set size)
                       and optimizer steps done
   train_time_s        wall time from the start of training to the end of its last batch (with
-                      validation and sample grids in between; without the final grid and test)
+                      validation, sample grids and learning-curve points in between; without the
+                      final grid and test)
   train_images_per_s  images / time spent in training batches only (forward, backward, step):
                       no validation, sampling or checkpointing
   test_nll, test_bpd  test NLL in nats per image and bits per dimension (the best checkpoint's)
