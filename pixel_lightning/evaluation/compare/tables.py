@@ -92,6 +92,13 @@ def run_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     return columns, cells
 
 
+def time_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    fields = [field for field, _, _ in TARGET_FIELDS]
+    columns = ["model", "settings", "n", *(FORMATS[field][0] for field in fields)]
+    return columns, [[group["model"], " ".join(group["settings"]) or "–", str(group["n"]),
+                      *(fmt(group[field], FORMATS[field][1]) for field in fields)] for group in groups]
+
+
 def rankings(groups: list[dict[str, Any]]) -> list[str]:
     """Per score, the groups best first, saying which neighbours' intervals overlap."""
     lines, varied = [], len({group["settings"] for group in groups}) > 1
@@ -190,7 +197,8 @@ def comparison_markdown(rows, groups, targets, folders) -> str:
              f"{fmt(targets['kid'], '.4g')} (`compare.target_bpd`, `compare.target_kid`; by default the sweep's "
              "worst final values). Time is training time (measurements excluded), read off the learning curves "
              "(linear between points); \"not reached\" when a run's curve never got there.", "",
-             *verdict_section(groups, targets), "## Runs", "", markdown(*run_table(rows))]
+             markdown(*time_table(groups)), *verdict_section(groups, targets),
+             "## Runs", "", markdown(*run_table(rows))]
     return "\n".join(lines)
 
 
