@@ -31,11 +31,13 @@ class Measured(LearningCurve):
         return {"bpd": 1.0 / (1 + len(self.points))}
 
 
-def train(curve, clock, steps, seconds_per_step=1.0, batch=16):
+def train(curve, clock, steps, seconds_per_step=1.0, batch=16, likelihood=True):
     timer = Timer(duration="00:00:10:00")
     timer._start_time[RunningStage.TRAINING] = 0.0
     trainer = SimpleNamespace(is_global_zero=True, global_step=0, loggers=[], callbacks=[timer])
     module = SimpleNamespace(device=torch.device("cpu"))
+    if likelihood:
+        module.log_prob = lambda images: None  # has a likelihood; Measured.evaluate stands in for measuring it
     curve.on_train_start(trainer, module)
     for step in range(steps):
         clock.now += seconds_per_step
@@ -59,6 +61,13 @@ def test_points_at_the_asked_times_and_images_with_measurements_off_the_training
     assert curve.measuring_s == 6 * Measured.cost
     assert timer._start_time[RunningStage.TRAINING] == 6 * Measured.cost  # the budget is extended as much
     assert set(curve.points[0]) == {"time_s", "images", "steps", "bpd", "bpd_se", "kid", "kid_std"}
+
+
+def test_a_model_without_likelihood_gets_no_points_when_sample_quality_is_off():
+    clock = FakeClock()
+    curve = Measured(every_seconds=3.0, clock=clock)  # quality=None, as with fid.num_samples=0
+    train(curve, clock, steps=10, likelihood=False)
+    assert curve.points == [] and curve.measuring_s == 0
 
 
 def test_a_long_step_gives_one_point_not_one_per_missed_interval():

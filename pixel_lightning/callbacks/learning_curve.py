@@ -63,6 +63,7 @@ class LearningCurve(pl.Callback):
         self.images_seen, self.elapsed = 0, 0.0  # at the last checkpoint (or 0): a resumed run goes on from there
         self.measuring_s = 0.0  # time spent measuring, excluded from the training clock
         self._start: float | None = None
+        self.active = False  # measuring this run (set when training starts)
         self._subset: torch.Tensor | None = None
 
     # ---- the schedule -----------------------------------------------------------------------
@@ -71,16 +72,18 @@ class LearningCurve(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start, self.measuring_s = self.clock() - self.elapsed, 0.0
+        # nothing to measure for a model without a likelihood when sample quality is off (fid.num_samples=0)
+        self.active = has_likelihood(pl_module) or bool(self.quality and self.quality.num_samples)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.images_seen += len(batch if isinstance(batch, torch.Tensor) else batch[0])
-        if self._due(self.training_clock()):
+        if self.active and self._due(self.training_clock()):
             if pl_module.device.type == "cuda":  # the clock must count the queued kernels, at intervals only
                 torch.cuda.synchronize(pl_module.device)
             self.measure(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._start is not None and (not self.points or self.points[-1]["images"] != self.images_seen):
+        if self.active and (not self.points or self.points[-1]["images"] != self.images_seen):
             self.measure(trainer, pl_module)  # the final point: where the run ended
 
     def _due(self, now: float) -> bool:
@@ -109,10 +112,8 @@ class LearningCurve(pl.Callback):
     # ---- one measurement --------------------------------------------------------------------
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """{bpd, bpd_se} on the validation subset, or {kid, kid_std} for a model without a likelihood."""
-        if callable(getattr(pl_module, "log_prob", None)):
+        if has_likelihood(pl_module):
             return held_out_bpd(pl_module, self.subset(trainer), self.batch_size)
-        if self.quality is None:
-            return {}
         kid, kid_std = self.quality.kid(pl_module, trainer.datamodule, self.kid_samples)
         return {"kid": kid, "kid_std": kid_std}
 
@@ -137,6 +138,10 @@ class LearningCurve(pl.Callback):
             return
         self.points = list(state_dict["points"])
         self.images_seen, self.elapsed = state_dict["images_seen"], state_dict["elapsed"]
+
+
+def has_likelihood(pl_module: pl.LightningModule) -> bool:
+    return callable(getattr(pl_module, "log_prob", None))
 
 
 def _interval(value: float, every: float) -> int:
