@@ -41,7 +41,7 @@ def fmt(value: Any, spec: str) -> str:
 
 def fid_header(rows: list[dict[str, Any]]) -> str:
     labels = sorted({row["fid_label"] for row in rows if row["fid_label"]})
-    return labels[0] if len(labels) == 1 else "FID (classifier in each cell)"
+    return "FID" if not labels else labels[0] if len(labels) == 1 else "FID (classifier in each cell)"
 
 
 def title(field: str, rows: list[dict[str, Any]]) -> str:
