@@ -48,7 +48,7 @@ def settings(record: dict[str, Any]) -> tuple[str, ...]:
     for override in record["overrides"] or ():
         key = override.split("=", 1)[0].lstrip("+~")
         if key not in NOT_SETTINGS:
-            kept.append(override)
+            kept.append(override.replace("\\", ""))  # Hydra's escapes (00\:01\:00) are no part of the value
     return tuple(sorted(kept))
 
 
