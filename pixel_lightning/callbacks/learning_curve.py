@@ -88,11 +88,13 @@ class LearningCurve(pl.Callback):
             self.measure(trainer, pl_module)  # the final point: where the run ended
 
     def _due(self, now: float) -> bool:
+        """Has the clock or the image count crossed a multiple of its interval since the last point?"""
         last = self.points[-1] if self.points else {"time_s": 0.0, "images": 0}
-        return bool(self.every_seconds and _interval(now, self.every_seconds) > _interval(last["time_s"],
-                                                                                            self.every_seconds)
-                    or self.every_images and _interval(self.images_seen, self.every_images)
-                    > _interval(last["images"], self.every_images))
+        by_time = self.every_seconds and _interval(now, self.every_seconds) > _interval(last["time_s"],
+                                                                                         self.every_seconds)
+        by_images = self.every_images and _interval(self.images_seen, self.every_images) > _interval(
+            last["images"], self.every_images)
+        return bool(by_time or by_images)
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Append a point at the current training clock, stop the clock and extend the time budget
