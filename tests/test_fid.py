@@ -107,11 +107,13 @@ def test_sample_quality_labels_its_score_and_caches_classifier_and_real_statisti
     _, accuracy = CachedClassifier(mnist, tmp_path, TINY).load()
     assert label and float(label.group(1)) == round(100 * accuracy, 1)
     assert fields["fid"] > 0 and fields["sample_time_per_image_s"] > 0
+    assert fields["kid_std"] > 0 and 1 <= fields["classes_covered"] <= 10
     cached = sorted(path.name for path in tmp_path.iterdir())
-    assert len(cached) == 2 and sum("-real-" in name for name in cached) == 1  # classifier, real statistics
+    assert len(cached) == 3 and sum("-real-" in name for name in cached) == 1  # classifier, real statistics (FID)
+    assert sum("-realfeatures-" in name for name in cached) == 1  # and real features (KID)
     stamps = {path: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
     again, _ = quality.evaluate(Uniform(), mnist)  # same seed, same samples: from the caches
-    assert again["fid"] == fields["fid"]
+    assert again["fid"] == fields["fid"] and again["kid"] == fields["kid"]
     assert {path: path.stat().st_mtime_ns for path in tmp_path.iterdir()} == stamps
 
 

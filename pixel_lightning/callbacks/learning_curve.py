@@ -107,7 +107,8 @@ class LearningCurve(pl.Callback):
                 point |= self.evaluate(trainer, pl_module)
             self.points.append({key: point.get(key) for key in ("time_s", "images", "steps", "bpd", "bpd_se", "kid",
                                                                  "kid_std")})
-            log_point(trainer.loggers, self.points[-1], trainer.global_step)
+            # at the step of the batch just trained, as Lightning logs that batch's own metrics
+            log_point(trainer.loggers, self.points[-1], max(trainer.global_step - 1, 0))
         spent = self.clock() - begin
         self.measuring_s += spent
         extend_time_budget(trainer, spent)
