@@ -1,5 +1,6 @@
-"""`python -m pixel_lightning.compare <folder>`: the comparison table, plot and side-by-side
-picture of the runs under a folder (see pixel_lightning/evaluation/compare.py)."""
+"""`python -m pixel_lightning.compare <folder> [<folder> ...] [--out <folder>]`: the comparison
+(tables, learning curves, verdict, side-by-side samples) of the runs under some folders (see
+pixel_lightning/evaluation/compare/)."""
 
 from pixel_lightning.evaluation.compare import main
 

@@ -11,7 +11,8 @@ Fields (RECORD_FIELDS; null when not measured):
   epochs, steps       passes over the training set (images trained on / training-set size)
                       and optimizer steps done
   train_time_s        wall time from the start of training to the end of its last batch (with
-                      validation and sample grids in between; without the final grid and test)
+                      validation, sample grids and learning-curve points in between; without the
+                      final grid and test)
   train_images_per_s  images / time spent in training batches only (forward, backward, step):
                       no validation, sampling or checkpointing
                       These four count the whole training, over every session of a resumed run
@@ -21,20 +22,30 @@ Fields (RECORD_FIELDS; null when not measured):
   test_nll, test_bpd  test NLL in nats per image and bits per dimension (the best checkpoint's)
   condition           null, or "class" for a class-conditional model: test_nll and test_bpd are
                       then of log p(x | y), not comparable with the unconditional log p(x)
-  sample_time_per_image_s, fid, fid_label, classifier_score, label_accuracy
-                      from the `fid` node (evaluation/fid.py), on the same weights as the test;
-                      label_accuracy (conditional models): the fraction of samples the classifier
-                      assigns to the label they were drawn for
+  sample_time_per_image_s, fid, fid_label, classifier_score, kid, kid_std, classes_covered
+                      from the `fid` node (evaluation/fid.py), on the same weights as the test:
+                      FID, KID (mean and std over subsets), the classifier's Inception Score and
+                      the classes its argmax gives at least half their fair share of the samples
+  label_accuracy      (conditional models) the fraction of samples the classifier assigns to the
+                      label they were drawn for
   peak_memory_mb, peak_memory_kind
                       cuda_max_allocated, or cpu_max_rss_growth (growth of the process's max RSS)
   device, precision, seed, git_commit, sample_grid (path of the last sample grid, relative to
                       the run folder: the scored samples when `quality` drew some),
   overrides (the job's command-line overrides), wandb (project, group and mode of its W&B run)
+  curve               the learning curve (callbacks/learning_curve.py): a list of points
+                      {time_s, images, steps, bpd, bpd_se, kid, kid_std}, time_s on the training
+                      clock (without the measurements), bpd on a fixed validation subset (kid for
+                      a model without a likelihood)
+
+Nothing read from a record is trusted: check_record says what is wrong with one (compare.py
+skips it with that reason).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -47,8 +58,18 @@ RECORD_FIELDS = (
     "train_images_per_s", "session_epochs", "session_steps", "session_train_time_s", "session_train_images_per_s",
     "condition", "test_nll", "test_bpd", "sample_time_per_image_s", "fid", "fid_label", "classifier_score",
     "label_accuracy", "peak_memory_mb", "peak_memory_kind", "device", "precision", "seed", "git_commit",
-    "sample_grid", "overrides", "wandb",
+    "sample_grid", "overrides", "wandb", "kid", "kid_std", "classes_covered", "curve",
 )
+NUMBER_FIELDS = ("params", "epochs", "steps", "train_time_s", "train_images_per_s", "session_epochs", "session_steps",
+                 "session_train_time_s", "session_train_images_per_s", "test_nll", "test_bpd",
+                 "sample_time_per_image_s", "fid", "classifier_score", "label_accuracy", "peak_memory_mb", "seed",
+                 "kid", "kid_std", "classes_covered")
+TEXT_FIELDS = ("model", "dataset", "task", "status", "error", "condition", "fid_label", "peak_memory_kind", "device",
+               "precision", "git_commit", "sample_grid")
+REQUIRED_FIELDS = ("model", "dataset", "status")
+STATUSES = ("running", "finished", "failed")
+CURVE_FIELDS = ("time_s", "images", "steps", "bpd", "bpd_se", "kid", "kid_std")
+LARGEST = 1e15  # no measured quantity comes near: a larger number is a broken file, and would break the plots
 RECORD_NAME = "record.json"
 
 
@@ -71,6 +92,54 @@ def write_record(output_dir: str | Path, record: dict[str, Any]) -> Path:
 
 def read_record(path: str | Path) -> dict[str, Any]:
     return blank_record() | json.loads(Path(path).read_text())
+
+
+def check_record(data: Any) -> dict[str, Any]:
+    """The record in `data` (parsed JSON) with every field (missing optional ones null), or a
+    ValueError saying what is wrong: not an object, a required field missing, a value of the wrong
+    kind, or a number that is not finite or beyond LARGEST."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__} where an object belongs")
+    missing = [field for field in REQUIRED_FIELDS if data.get(field) is None]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    if data["status"] not in STATUSES:
+        raise ValueError(f"status {str(data['status'])[:40]!r} is none of {', '.join(STATUSES)}")
+    record = blank_record() | {key: value for key, value in data.items() if key in RECORD_FIELDS}
+    for field in NUMBER_FIELDS:
+        _check_number(field, record[field])
+    for field in TEXT_FIELDS:
+        if record[field] is not None and not isinstance(record[field], str):
+            raise ValueError(f"{field} is a {type(record[field]).__name__}, not text")
+    overrides = record["overrides"]
+    if overrides is not None and not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+        raise ValueError("overrides is not a list of text")
+    wandb = record["wandb"]
+    if wandb is not None and not (isinstance(wandb, dict) and all(isinstance(v, str | None) for v in wandb.values())):
+        raise ValueError("wandb is not an object of text values")
+    curve = record["curve"]
+    if curve is not None:
+        if not isinstance(curve, list) or not all(isinstance(point, dict) for point in curve):
+            raise ValueError("curve is not a list of objects")
+        for i, point in enumerate(curve):
+            for field in CURVE_FIELDS:
+                _check_number(f"curve[{i}].{field}", point.get(field))
+            if point.get("time_s") is None or point.get("images") is None:
+                raise ValueError(f"curve[{i}] has no time_s or images")
+        record["curve"] = [{field: point.get(field) for field in CURVE_FIELDS} for point in curve]
+    return record
+
+
+def _check_number(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} is a {type(value).__name__}, not a number")
+    try:
+        if not math.isfinite(float(value)) or abs(value) > LARGEST:
+            raise ValueError(f"{name} is {str(value)[:20]}, not a finite number below {LARGEST:g}")
+    except OverflowError:
+        raise ValueError(f"{name} has {len(str(value))} digits, far beyond {LARGEST:g}") from None
 
 
 def git_commit() -> str | None:

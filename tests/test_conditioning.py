@@ -20,7 +20,8 @@ from test_gated_pixelcnn import WithLabel
 
 from pixel_lightning.data import BinarizedMNISTDataModule, CIFAR10DataModule, MNISTDataModule
 from pixel_lightning.errors import DataError, UserError
-from pixel_lightning.evaluation.compare import comparison_rows, read_records, table
+from pixel_lightning.evaluation.compare import write_comparison
+from pixel_lightning.evaluation.compare.tables import model_table, rankings, run_table
 from pixel_lightning.evaluation.feature_net import FeatureNet, to_unit
 from pixel_lightning.evaluation.fid import draw_samples, label_accuracy
 from pixel_lightning.models import AutoregressiveImageModel
@@ -256,7 +257,8 @@ def test_label_accuracy_is_the_share_of_samples_classified_as_their_label():
     predicted = net.classify(to_unit(images, 2)).argmax(1)
     wrong = (predicted + 1) % 10
     half = torch.cat([predicted[:10], wrong[10:20], predicted[20:25], wrong[25:]])  # 15 of 40 right
-    assert [label_accuracy(net, images, labels, 2) for labels in (predicted, wrong, half)] == [1.0, 0.0, 15 / 40]
+    logits = net.classify(to_unit(images, 2))
+    assert [label_accuracy(logits, labels) for labels in (predicted, wrong, half)] == [1.0, 0.0, 15 / 40]
 
 
 def test_conditional_samples_are_drawn_in_equal_numbers_per_class_batch_by_batch():
@@ -274,19 +276,31 @@ def test_conditional_samples_are_drawn_in_equal_numbers_per_class_batch_by_batch
 
 def test_comparison_marks_conditional_nll_and_ranks_it_apart(tmp_path):
     measured = {"dataset": "mnist", "task": "train", "status": "finished", "train_images_per_s": 1.0}
-    runs = {"unconditional": blank_record(model="a", test_nll=90.0, test_bpd=0.17, **measured),
-            "conditional": blank_record(model="b", test_nll=80.0, test_bpd=0.15, condition="class",
-                                        label_accuracy=0.875, **measured)}
+    runs = {"a0": blank_record(model="a", test_nll=90.0, test_bpd=0.17, seed=0, **measured),
+            "a1": blank_record(model="a", test_nll=91.0, test_bpd=0.18, seed=1, **measured),
+            "b0": blank_record(model="b", test_nll=80.0, test_bpd=0.15, condition="class", label_accuracy=0.875,
+                               seed=0, **measured),
+            "b1": blank_record(model="b", test_nll=81.0, test_bpd=0.16, condition="class", label_accuracy=0.625,
+                               seed=1, **measured),
+            "c0": blank_record(model="c", test_nll=95.0, test_bpd=0.19, seed=0, **measured),
+            "c1": blank_record(model="c", test_nll=96.0, test_bpd=0.20, seed=1, **measured)}
     for name, record in runs.items():
         write_record(tmp_path / name, record)
-    rows = comparison_rows(read_records(tmp_path))
-    assert [row["model"] for row in rows] == ["a", "b"]  # the lower conditional NLL is not ranked above p(x)
-    columns, cells = table(rows)
-    nll, bpd, accuracy = (columns.index(name) for name in ("test NLL (nats)", "test bits/dim", "label accuracy"))
-    assert [(row[nll], row[bpd], row[accuracy]) for row in cells] == [
-        ("90.00", "0.1700", "–"), ("80.00 (| y)", "0.1500 (| y)", "87.5%")]
-    assert quality_line(runs["conditional"] | {"fid": 1.0, "fid_label": "FID (mnist-2level-cnn, test acc 96.0%)",
-                                               "sample_time_per_image_s": 0.5, "classifier_score": 2.0}
+    comparison = write_comparison([tmp_path])
+    rows, groups = comparison["rows"], comparison["groups"]
+    assert "b (\\| y)" in comparison["text"]  # Markdown escapes the bar
+    assert {group["model"]: group["condition"] for group in groups} == {"a": None, "b": "class", "c": None}
+    columns, cells = model_table(groups, rows)
+    accuracy = columns.index("label accuracy (mean ± std)")
+    assert {row[0]: row[accuracy] for row in cells} == {"a": "–", "b (| y)": "75.0% ± 17.7%", "c": "–"}
+    columns, cells = run_table(rows)
+    nll = columns.index("test NLL (nats)")
+    assert sorted(row[nll] for row in cells if row[0] == "b") == ["80.00 (| y)", "81.00 (| y)"]
+    # the lower conditional NLL is ranked apart, never above p(x) in one list
+    (bpd_ranking,) = [line for line in rankings(groups) if line.startswith("- test bits/dim (")]
+    assert "b" not in bpd_ranking.split(":", 1)[1] and "1. a" in bpd_ranking
+    assert quality_line(runs["b0"] | {"fid": 1.0, "fid_label": "FID (mnist-2level-cnn, test acc 96.0%)",
+                                      "sample_time_per_image_s": 0.5, "classifier_score": 2.0}
                         ).endswith("; label accuracy: 87.5%")
 
 

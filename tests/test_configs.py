@@ -100,10 +100,15 @@ def test_eval_config_composes_the_training_groups_and_builds_its_record(logger, 
 
 
 @pytest.mark.parametrize("preset", ["compare_mnist", "compare_cifar10"])
-def test_comparison_presets_give_every_model_the_same_budget(preset, tmp_path):
-    budgets = {compose_train([f"experiment={preset}", f"model={model}"], tmp_path).trainer.max_time
-               for model in options("model")}
+def test_comparison_presets_give_every_model_the_same_budget_and_1000_samples_where_sampling_is_cached(
+    preset, tmp_path
+):
+    configs = {model: compose_train([f"experiment={preset}", f"model={model}"], tmp_path) for model in options("model")}
+    budgets = {cfg.trainer.max_time for cfg in configs.values()}
     assert len(budgets) == 1 and budgets.pop() is not None
+    samples = {model: cfg.callbacks.run_record.quality.num_samples for model, cfg in configs.items()}
+    assert all(count == 1000 for model, count in samples.items() if model != "spatial_lstm")
+    assert 0 < samples["spatial_lstm"] < 1000  # naive sampling
 
 
 def paper_presets(dataset: str) -> list[str]:

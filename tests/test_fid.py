@@ -9,7 +9,14 @@ from support import REPO, real_data_dir, requires_data
 from torch import nn
 
 from pixel_lightning.evaluation.feature_net import CachedClassifier, train_classifier
-from pixel_lightning.evaluation.fid import SampleQuality, classifier_score, frechet_distance, real_subset
+from pixel_lightning.evaluation.fid import (
+    SampleQuality,
+    classes_covered,
+    classifier_score,
+    frechet_distance,
+    kernel_distance,
+    real_subset,
+)
 
 TINY = {"epochs": 2, "train_images": 2000, "width": 8, "num_features": 32}
 
@@ -100,11 +107,13 @@ def test_sample_quality_labels_its_score_and_caches_classifier_and_real_statisti
     _, accuracy = CachedClassifier(mnist, tmp_path, TINY).load()
     assert label and float(label.group(1)) == round(100 * accuracy, 1)
     assert fields["fid"] > 0 and fields["sample_time_per_image_s"] > 0
+    assert fields["kid_std"] > 0 and 1 <= fields["classes_covered"] <= 10
     cached = sorted(path.name for path in tmp_path.iterdir())
-    assert len(cached) == 2 and sum("-real-" in name for name in cached) == 1  # classifier, real statistics
+    assert len(cached) == 3 and sum("-real-" in name for name in cached) == 1  # classifier, real statistics (FID)
+    assert sum("-realfeatures-" in name for name in cached) == 1  # and real features (KID)
     stamps = {path: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
     again, _ = quality.evaluate(Uniform(), mnist)  # same seed, same samples: from the caches
-    assert again["fid"] == fields["fid"]
+    assert again["fid"] == fields["fid"] and again["kid"] == fields["kid"]
     assert {path: path.stat().st_mtime_ns for path in tmp_path.iterdir()} == stamps
 
 
@@ -136,3 +145,21 @@ def test_default_classifier_reaches_its_stated_accuracy(mnist, tmp_path):
     settings = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "fid" / "default.yaml").classifier)
     _, accuracy = CachedClassifier(mnist, tmp_path, settings).load()
     assert accuracy >= 0.95
+
+
+def test_kid_is_about_zero_for_one_distribution_clearly_positive_for_a_shifted_one_and_has_a_std():
+    generator = torch.Generator().manual_seed(0)
+    real, same = torch.randn(2, 600, 16, generator=generator)
+    shifted = same + 0.5
+    itself, itself_std = kernel_distance(real, same, subsets=50, subset_size=300)
+    apart, apart_std = kernel_distance(real, shifted, subsets=50, subset_size=300)
+    assert itself_std > 0 and apart_std > 0
+    assert abs(itself) < 3 * itself_std  # unbiased: zero within its spread
+    assert apart > 10 * apart_std and apart > 100 * abs(itself)
+    assert kernel_distance(real, same, subsets=50, subset_size=300) == (itself, itself_std)  # its own seeded subsets
+
+
+def test_classes_covered_counts_classes_with_at_least_half_their_fair_share():
+    predicted = torch.tensor([0] * 50 + [1] * 10 + [2] * 9 + [3] * 11)  # 80 samples, 4 classes: half a share is 10
+    logits = torch.nn.functional.one_hot(predicted, 4).float()
+    assert classes_covered(logits) == 3  # 50, 10 and 11, not 9

@@ -33,6 +33,7 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
+from pixel_lightning.callbacks.learning_curve import LearningCurve
 from pixel_lightning.callbacks.sample_grid import SampleGrid
 from pixel_lightning.images import make_grid, save_png
 from pixel_lightning.records import blank_record, git_commit, write_record
@@ -195,6 +196,7 @@ class RunRecord(pl.Callback):
             "sample_grid": next((_relative(c.last_path, self.output_dir) for c in trainer.callbacks
                                  if isinstance(c, SampleGrid) and c.last_path), None),
             "wandb": _wandb_run(trainer),
+            "curve": next((c.points for c in trainer.callbacks if isinstance(c, LearningCurve)), None),
         }
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule, final: bool) -> None:
