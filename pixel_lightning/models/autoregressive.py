@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pixel_lightning.metrics import NegativeLogLikelihood
 from pixel_lightning.models.distribution import AutoregressiveDistribution
+from pixel_lightning.models.outputs import output_spec
 
 
 def _plain(config: Any) -> Any:
@@ -32,14 +33,23 @@ class AutoregressiveImageModel(AutoregressiveDistribution, pl.LightningModule):
         scheduler: optional hydra config of an LR scheduler, stepped once per epoch.
         compile: run the net through torch.compile (in place: checkpoints keep their keys and
             load uncompiled). A speed switch only, so not saved with the hyper-parameters.
+        output: the output distribution (models/outputs/), saved in full; None (and checkpoints
+            without it) is categorical.
     """
 
     def __init__(
-        self, net: Mapping, optimizer: Mapping, data: Mapping, scheduler: Mapping | None = None, compile: bool = False
+        self,
+        net: Mapping,
+        optimizer: Mapping,
+        data: Mapping,
+        scheduler: Mapping | None = None,
+        compile: bool = False,
+        output: str | Mapping | None = None,
     ):
-        net, data = _plain(net), _plain(data)
-        super().__init__(net, data)  # AutoregressiveDistribution first, then the LightningModule's own
+        net, data, output = _plain(net), _plain(data), output_spec(_plain(output))
+        super().__init__(net, data, output)  # AutoregressiveDistribution first, then the LightningModule's own
         hparams = {"net": net, "optimizer": _plain(optimizer), "scheduler": _plain(scheduler), "data": data}
+        hparams["output"] = output
         self.save_hyperparameters(hparams)
         if compile:
             self.net.compile()

@@ -16,7 +16,7 @@ the same parts with a cell of two predecessors, scanned one pixel at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -110,8 +110,9 @@ class PixelRNN(ResidualNet):
         make_lstm: Callable[[int], nn.Module],
         output_layers: int = 1,
         skip: bool = True,
+        output: Mapping | None = None,
     ):
         def make_layer(i: int) -> ResidualLSTM:
             return ResidualLSTM(make_lstm(i), hidden, channels)
 
-        super().__init__(channels, levels, hidden, layers, make_layer, output_hidden, output_layers, skip)
+        super().__init__(channels, levels, hidden, layers, make_layer, output_hidden, output_layers, skip, output)

@@ -9,6 +9,8 @@ blocks and no skip connections for PixelCNN; `skip=True` adds those of the Pixel
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -60,8 +62,9 @@ class PixelCNN(ResidualNet):
         output_hidden: int = 32,
         output_layers: int = 1,
         skip: bool = False,
+        output: Mapping | None = None,
     ):
         def make_block(_: int) -> ResidualBlock:
             return ResidualBlock(hidden, channels)
 
-        super().__init__(channels, levels, hidden, layers, make_block, output_hidden, output_layers, skip)
+        super().__init__(channels, levels, hidden, layers, make_block, output_hidden, output_layers, skip, output)

@@ -10,6 +10,8 @@ the paper uses k = 3 and up to 12 layers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from pixel_lightning.models.layers import ConvAtPosition
@@ -71,8 +73,9 @@ class RowLSTM(PixelRNN):
         kernel: int = 3,
         output_layers: int = 1,
         skip: bool = True,
+        output: Mapping | None = None,
     ):
         def make_lstm(_: int) -> RowLSTMLayer:
             return RowLSTMLayer(2 * hidden, hidden, channels, kernel)
 
-        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip)
+        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, output)
