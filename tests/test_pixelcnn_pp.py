@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
+import hydra
 import numpy as np
 import pytest
 import torch
 from support import requires_data, tiny_model
 from test_cli import assert_ok, run
+from test_configs import compose_train
 from test_sampling import both_ways
 
 from pixel_lightning.checkpoint import check_fits, model_from_checkpoint
@@ -61,7 +64,7 @@ def test_pixelcnn_with_the_mixture_reads_earlier_pixels_only(skip):
         assert deps[pixel, pixel - 1 if pixel % 5 else pixel - 5]
 
 
-@pytest.mark.parametrize("arch,net", [("pixelcnn_pp.PixelCNNpp", {"filters": 4, "blocks": 1}),
+@pytest.mark.parametrize("arch,net", [("pixelcnn_pp.PixelCNNpp", {"filters": 4, "blocks": 0}),
                                       ("pixelcnn.PixelCNN", {"layers": 1})])  # fmt: skip
 @pytest.mark.parametrize("height,width", [(1, 3), (3, 1)])
 def test_probabilities_of_all_images_sum_to_one(arch, net, height, width):
@@ -100,6 +103,15 @@ def test_cached_sampling_and_completion_return_the_levels_of_naive_sampling(arch
     originals = torch.randint(0, 256, (2, 3, 4, 5), generator=torch.Generator().manual_seed(1))
     naive, cached = both_ways(model, lambda method, g: model.complete(originals, 2, 0.8, g, method))
     assert torch.equal(naive, cached) and torch.equal(cached[:, :, :2], originals[:, :, :2])
+
+
+def test_paper_preset_has_the_reference_codes_sizes_and_training(tmp_path):
+    cfg = compose_train(["experiment=paper_cifar_pixelcnn_pp"], tmp_path)
+    model = hydra.utils.instantiate(cfg.model)
+    assert (len(model.net.up_u[0]), model.net.u_input.out_channels, model.output.components) == (5, 160, 10)
+    assert model.net.up_u[0][0].dropout.p == 0.5 and cfg.data.batch_size == 96
+    assert cfg.optimizer.lr == 1e-3 and list(cfg.optimizer.betas) == [0.95, 0.9995]
+    assert cfg.model.scheduler.gamma == pytest.approx(0.999995 ** math.ceil(45_000 / 96), abs=1e-6)
 
 
 def test_pixelcnn_pp_refuses_a_per_channel_output_for_rgb():
@@ -141,7 +153,7 @@ def test_cifar10_smoke_run_through_train_eval_and_sample(tmp_path):
     evaluated = json.loads((tmp_path / "eval" / "record.json").read_text())
     assert evaluated["test_bpd"] == pytest.approx(record["test_bpd"], rel=1e-4)
     result = run("sample.py", f"ckpt_path={checkpoint}", "mode=complete", "completion.num_images=1",
-                 "completion.samples_per_image=1", "completion.observed_rows=30", "device=cpu",
+                 "completion.samples_per_image=1", "completion.observed_rows=30", "save_npy=true", "device=cpu",
                  f"hydra.run.dir={tmp_path / 'sample'}", env=env)  # fmt: skip
     assert_ok(result)
     completed = np.load(tmp_path / "sample" / "completes.npy")
