@@ -105,6 +105,16 @@ def test_cached_sampling_and_completion_return_the_levels_of_naive_sampling(arch
     assert torch.equal(naive, cached) and torch.equal(cached[:, :, :2], originals[:, :, :2])
 
 
+@pytest.mark.parametrize(
+    "overrides,components",
+    [(["model.output=logistic_mixture"], 10), (["model/output=logistic_mixture", "model.output.components=3"], 3)],
+)
+def test_the_output_setting_on_the_command_line_gives_pixelcnn_the_mixture(overrides, components, tmp_path):
+    model = hydra.utils.instantiate(compose_train(["data=cifar10", *overrides], tmp_path).model)
+    assert model.output.components == components and model.hparams["output"]["components"] == components
+    assert model.logits(torch.zeros(1, 3, 32, 32, dtype=torch.long)).shape == (1, components * 10, 32, 32)
+
+
 def test_paper_preset_has_the_reference_codes_sizes_and_training(tmp_path):
     cfg = compose_train(["experiment=paper_cifar_pixelcnn_pp"], tmp_path)
     model = hydra.utils.instantiate(cfg.model)
