@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -44,7 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from anywhere: this checkout's package, not an installed one
 
-MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm", "gated_pixelcnn"]
+MODELS = ["pixelcnn", "row_lstm", "diagonal_bilstm", "gated_pixelcnn", "pixelcnn_pp"]
 DATA = ["binarized_mnist", "cifar10"]
 FIELDS = (
     "model", "data", "image_shape", "hidden", "layers", "params", "batch_size", "device", "threads", "memory",
@@ -55,8 +56,9 @@ FIELDS = (
 )  # fmt: skip
 
 
-def configs(model: str, data: str, args: argparse.Namespace) -> tuple[dict, dict]:
-    """The resolved net config of conf/model/<model>.yaml on conf/data/<data>.yaml, and the data config."""
+def configs(model: str, data: str, args: argparse.Namespace) -> tuple[dict, dict, dict | None]:
+    """The resolved net config of conf/model/<model>.yaml on conf/data/<data>.yaml, the data config,
+    and the model's output setting (conf/model/output/, picked by the model's defaults list)."""
     from omegaconf import OmegaConf
 
     import pixel_lightning  # noqa: F401  (registers the config resolvers)
@@ -66,18 +68,25 @@ def configs(model: str, data: str, args: argparse.Namespace) -> tuple[dict, dict
     root.data = OmegaConf.load(REPO / "conf" / "data" / f"{data}.yaml")
     root.model = OmegaConf.load(REPO / "conf" / "model" / f"{model}.yaml")
     net = OmegaConf.to_container(root.model.net, resolve=True)
-    net.update({k: v for k, v in (("hidden", args.hidden), ("layers", args.layers)) if v is not None})
-    return net, OmegaConf.to_container(root.data, resolve=True)
+    # --hidden / --layers size the nets that have those settings (PixelCNN++ has filters and blocks)
+    net.update({k: v for k, v in (("hidden", args.hidden), ("layers", args.layers)) if v is not None and k in net})
+    output = root.model.get("output")  # the model's own output settings, if any
+    for choice in root.model.get("defaults", []):  # `- output: <name>` picks conf/model/output/<name>.yaml
+        if isinstance(choice, Mapping) and "output" in choice:
+            output = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "model" / "output" / f"{choice.output}.yaml"),
+                                     output or {})  # fmt: skip
+    output = OmegaConf.to_container(output) if output is not None else None
+    return net, OmegaConf.to_container(root.data, resolve=True), output
 
 
 def build(model: str, data: str, args: argparse.Namespace):
     from pixel_lightning.models import AutoregressiveImageModel
 
-    net, data_cfg = configs(model, data, args)
+    net, data_cfg, output = configs(model, data, args)
     if args.image_size:  # the batches are synthetic: any size the net takes
         data_cfg.update(height=args.image_size, width=args.image_size)
     torch.manual_seed(0)
-    return AutoregressiveImageModel(net, {"_target_": "torch.optim.Adam", "lr": 1e-3}, data_cfg)
+    return AutoregressiveImageModel(net, {"_target_": "torch.optim.Adam", "lr": 1e-3}, data_cfg, output=output)
 
 
 def max_rss_mb() -> float:
@@ -303,7 +312,7 @@ def loader_speed(job: tuple[str, argparse.Namespace]) -> dict:
 
     data_name, args = job
     setup(args)
-    _, data_cfg = configs(MODELS[0], data_name, args)
+    _, data_cfg, _ = configs(MODELS[0], data_name, args)
     datamodule = hydra.utils.instantiate(dict(data_cfg, batch_size=args.batch_size, download=False))
     datamodule.prepare_data()
     datamodule.setup("fit")

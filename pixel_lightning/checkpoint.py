@@ -20,6 +20,7 @@ import torch
 
 from pixel_lightning import models
 from pixel_lightning.errors import CheckpointError
+from pixel_lightning.models.outputs import output_spec
 from pixel_lightning.safe_config import check_buildable
 
 #: The data settings that fix the images a model was trained on (the rest, e.g. batch_size, may change).
@@ -213,6 +214,11 @@ def _label(key: str) -> str:
 
 
 def _identity(key: str, value: Any) -> Any:
+    if key == "output":  # in full, and categorical where a checkpoint predates the setting
+        try:
+            return output_spec(None if value is _MISSING else value)
+        except ValueError:  # not a setting this code knows: compared as it is
+            return value
     if isinstance(value, Mapping) and key == "data":
         return {name: value.get(name) for name in DATA_IDENTITY if name in value}
     if isinstance(value, Mapping) and key in ("optimizer", "scheduler"):

@@ -20,6 +20,7 @@ from pixel_lightning.errors import CheckpointError
 ALLOWED_TARGETS = frozenset(
     {
         "pixel_lightning.models.pixelcnn.PixelCNN",
+        "pixel_lightning.models.pixelcnn_pp.PixelCNNpp",
         "pixel_lightning.models.row_lstm.RowLSTM",
         "pixel_lightning.models.diagonal_bilstm.DiagonalBiLSTM",
         "pixel_lightning.models.spatial_lstm.SpatialLSTM",

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pixel_lightning.logging_steps import is_logging_step
 from pixel_lightning.metrics import NegativeLogLikelihood
 from pixel_lightning.models.distribution import AutoregressiveDistribution
+from pixel_lightning.models.outputs import output_spec
 
 
 def _plain(config: Any) -> Any:
@@ -35,6 +36,8 @@ class AutoregressiveImageModel(AutoregressiveDistribution, pl.LightningModule):
         compile: run the net through torch.compile (in place: checkpoints keep their keys and
             load uncompiled). A speed switch only, so not saved with the hyper-parameters.
         condition: None, or "class": learn p(x | y) from (image, label) batches.
+        output: the output distribution (models/outputs/), saved in full; None (and checkpoints
+            without it) is categorical.
     """
 
     def __init__(
@@ -45,11 +48,12 @@ class AutoregressiveImageModel(AutoregressiveDistribution, pl.LightningModule):
         scheduler: Mapping | None = None,
         compile: bool = False,
         condition: str | None = None,
+        output: str | Mapping | None = None,
     ):
-        net, data = _plain(net), _plain(data)
-        super().__init__(net, data, condition)  # AutoregressiveDistribution first, then the LightningModule's own
+        net, data, output = _plain(net), _plain(data), output_spec(_plain(output))
+        super().__init__(net, data, condition, output)  # AutoregressiveDistribution first, then the LightningModule
         hparams = {"net": net, "optimizer": _plain(optimizer), "scheduler": _plain(scheduler), "data": data,
-                   "condition": condition}
+                   "condition": condition, "output": output}
         self.save_hyperparameters(hparams)
         if compile:
             self.net.compile()

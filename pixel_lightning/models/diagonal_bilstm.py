@@ -28,6 +28,8 @@ per layer on the diagonal's pixels, not 2 (H + W - 1) steps on all H rows of a s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -225,13 +227,16 @@ class DiagonalBiLSTM(PixelRNN):
         skip: bool = True,
         close_blind_spot: bool = True,
         classes: int = 0,
+        output: Mapping | None = None,
     ):
         self.close_blind_spot = close_blind_spot
 
         def make_lstm(i: int) -> DiagonalBiLSTMLayer:
             return DiagonalBiLSTMLayer(2 * hidden, hidden, channels, channels if i == 0 and close_blind_spot else 0)
 
-        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, classes)
+        super().__init__(
+            channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, classes, output
+        )
 
     def layer_inputs(self, index: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"image": x} if index == 0 and self.close_blind_spot else {}

@@ -2,8 +2,9 @@
 
 An autoregressive image model factorises p(x) = prod_i p(x_i | x_<i) over dimensions in raster
 order, then R, G, B within a pixel (PixelRNN paper, section 2). The wrapped `net` computes all
-conditionals in one pass; this module turns its logits into log-likelihoods (Bernoulli for
-binary data, a K-way softmax per channel otherwise) and samples pixel by pixel. The
+conditionals in one pass; this module turns its outputs into log-likelihoods through an output
+distribution (models/outputs/: Bernoulli for binary data, a K-way softmax per channel or a
+discretized logistic mixture per pixel otherwise) and samples pixel by pixel. The
 LightningModule that trains it (autoregressive.py) is this module plus the training loop; sample.py
 rebuilds this module alone from a checkpoint, so sampling does not load the training stack.
 
@@ -19,41 +20,36 @@ from collections.abc import Mapping
 import hydra
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from pixel_lightning.errors import NonFiniteError
+from pixel_lightning.models.outputs import build_output, output_spec
 from pixel_lightning.settings import check_condition
 
 
-def check_drawable(logits: torch.Tensor) -> None:
-    """Refuse to sample from logits that are NaN or infinite (a diverged or damaged model) with a
-    message, instead of an internal error from torch.bernoulli or torch.multinomial."""
-    if not torch.isfinite(logits).all():
-        raise NonFiniteError(
-            "The model's outputs are not finite numbers (NaN or infinite logits), so it cannot be sampled: "
-            "its weights are broken, usually by a training run that diverged. Sample from an earlier checkpoint "
-            "of that run, or train again with a lower optimizer.lr or a smaller trainer.gradient_clip_val."
-        )
-
-
 class AutoregressiveDistribution(nn.Module):
-    """p(x) of `net`: float images (B, C, H, W) -> logits (B, C, H, W) if K == 2 else (B, K, C, H, W).
+    """p(x) of `net`: float images (B, C, H, W) -> the parameters of `output` (models/outputs/):
+    logits (B, C, H, W) if K == 2, (B, K, C, H, W) for the softmax, (B, P, H, W) for a mixture.
 
     Args:
         net: hydra config of the architecture (instantiated here, so checkpoints rebuild it).
         data: the data config; only channels, height, width and levels are read, and `classes`
             when conditional.
         condition: None, or "class" for p(x | y): the net gets `classes=data["classes"]`.
+        output: the output distribution setting (`outputs.output_spec`); None is categorical. The net
+            is given it as its `output` argument unless it is categorical (so any net makes those).
     """
 
-    def __init__(self, net: Mapping, data: Mapping, condition: str | None = None):
+    def __init__(self, net: Mapping, data: Mapping, condition: str | None = None,
+                 output: str | Mapping | None = None):
         super().__init__()
         check_condition(condition)
         self.condition = condition
         self.classes = int(data["classes"]) if condition == "class" else 0
-        self.net = hydra.utils.instantiate(net, **({"classes": self.classes} if self.classes else {}))
+        spec = output_spec(output)
+        extra = ({"classes": self.classes} if self.classes else {}) | ({} if spec is None else {"output": spec})
+        self.net = hydra.utils.instantiate(net, **extra)
         self.image_shape = (int(data["channels"]), int(data["height"]), int(data["width"]))
         self.levels = int(data["levels"])
+        self.output = build_output(spec, self.image_shape[0], self.levels)
         self.dims = math.prod(self.image_shape)
 
     def _weight(self) -> torch.Tensor:
@@ -72,7 +68,7 @@ class AutoregressiveDistribution(nn.Module):
 
     def logits(self, levels: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.net_logits(self.to_input(levels), label)
-        expected = levels.shape if self.levels == 2 else (levels.shape[0], self.levels, *levels.shape[1:])
+        expected = self.output.params_shape(levels.shape)
         if logits.shape != expected:
             raise ValueError(f"net returned logits {tuple(logits.shape)}, expected {tuple(expected)}")
         return logits
@@ -81,11 +77,7 @@ class AutoregressiveDistribution(nn.Module):
         """log p(x) (or log p(x | y)) in nats for integer images (B, C, H, W) -> (B,)."""
         logits = self.logits(levels, label)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # >= float32 likelihoods under bf16
-        if self.levels == 2:
-            nll = F.binary_cross_entropy_with_logits(logits, levels.to(logits.dtype), reduction="none")
-        else:
-            nll = F.cross_entropy(logits, levels.long(), reduction="none")  # (B, C, H, W)
-        return -nll.flatten(1).sum(1)
+        return self.output.log_prob(logits, levels).flatten(1).sum(1)  # per dimension or per pixel, summed
 
     # ---- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -124,8 +116,10 @@ class AutoregressiveDistribution(nn.Module):
                 for row in range(observed_rows, height):
                     for col in range(width):
                         for ch in range(channels):
-                            logits = self.logits(x[:, :, : row + 1], label)[..., row, col]  # (B, C) or (B, K, C)
-                            x[:, ch, row, col] = self._draw(logits, ch, temperature, generator)
+                            if ch == 0 or not self.output.per_pixel:  # a pixel's mixture: fixed before its channels
+                                # (B, C), (B, K, C) or (B, P)
+                                logits = self.logits(x[:, :, : row + 1], label)[..., row, col]
+                            x[:, ch, row, col] = self._draw(logits, ch, temperature, generator, x[:, :, row, col])
                 return x
             inputs = self.to_input(x)  # (B, C, H, W): the net's input, updated draw by draw
             for row in range(height):
@@ -134,7 +128,8 @@ class AutoregressiveDistribution(nn.Module):
                         sampler(inputs, row, col)  # fills the caches of the observed pixel
                         continue
                     for ch in range(channels):
-                        x[:, ch, row, col] = self._draw(sampler(inputs, row, col), ch, temperature, generator)
+                        params = sampler(inputs, row, col)
+                        x[:, ch, row, col] = self._draw(params, ch, temperature, generator, x[:, :, row, col])
                         inputs[:, ch, row, col] = self.to_input(x[:, ch, row, col])
             return x
         finally:
@@ -153,13 +148,8 @@ class AutoregressiveDistribution(nn.Module):
         blank = torch.zeros(num_samples, *self.image_shape, dtype=torch.long, device=self._weight().device)
         return self.complete(blank, 0, temperature, generator, method, label)
 
-    def _draw(self, logits: torch.Tensor, ch: int, temperature: float, generator) -> torch.Tensor:
-        """Levels (B,) of channel `ch` from one position's logits, (B, C) or (B, K, C): every draw
-        of both sampling paths passes here."""
-        if self.levels == 2:
-            scaled = logits[:, ch] / temperature  # (B,)
-            check_drawable(scaled)
-            return torch.bernoulli(torch.sigmoid(scaled), generator=generator).long()
-        scaled = logits[:, :, ch] / temperature  # (B, K)
-        check_drawable(scaled)
-        return torch.multinomial(torch.softmax(scaled, dim=1), 1, generator=generator).squeeze(1)
+    def _draw(self, logits: torch.Tensor, ch: int, temperature: float, generator, pixel: torch.Tensor) -> torch.Tensor:
+        """Levels (B,) of channel `ch` from one position's outputs, (B, C), (B, K, C) or (B, P), given
+        the position's levels `pixel` (B, C) (those of channels < ch drawn): every draw of both
+        sampling paths passes here."""
+        return self.output.sample(logits, ch, pixel, temperature, generator)

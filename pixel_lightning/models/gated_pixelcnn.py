@@ -23,6 +23,8 @@ The first layer uses `first_kernel` (7, as the PixelCNN's input conv), later one
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -101,6 +103,7 @@ class GatedPixelCNN(nn.Module):
         kernel, first_kernel: n of the later layers' and of the first layer's convs (odd).
         output_hidden, output_layers: the output stack (models/layers.py, OutputStack).
         classes: > 0 for a class-conditional net.
+        output: the output distribution (models/outputs/; None: categorical), as for every net.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class GatedPixelCNN(nn.Module):
         output_hidden: int = 32,
         output_layers: int = 1,
         classes: int = 0,
+        output: Mapping | None = None,
     ):
         super().__init__()
         check_sizes(channels, levels, hidden, layers)
@@ -127,7 +131,7 @@ class GatedPixelCNN(nn.Module):
         # each layer's learnable skip connection to the output: a 1x1 mask-B conv of its gated maps
         self.skips = nn.ModuleList(MaskedConv2d(hidden, hidden, 1, channels, "B") for _ in range(layers))
         self.label_biases = LabelBiases(classes, [layer.label_features for layer in self.layers]) if classes else None
-        self.output = OutputStack(hidden, output_hidden, channels, levels, output_layers)
+        self.output = OutputStack(hidden, output_hidden, channels, levels, output_layers, output)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W)
         v = h = x
@@ -205,4 +209,4 @@ class GatedPixelCNNAtPosition:
             h = self.residual[i](gated, r, c) + (h if layer.is_residual else 0)  # (B, p)
         for conv in self.output:
             skipped = conv(F.relu(skipped), r, c)
-        return self.net.output.layout(skipped)  # (B, C) or (B, K, C)
+        return self.net.output.layout(skipped)  # (B, C), (B, K, C) or (B, P)

@@ -14,13 +14,14 @@ the familiar "no centre" (A) / "with centre" (B) masks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from pixel_lightning.models.conditioning import LabelBiases, label_biases
+from pixel_lightning.models.outputs import build_output
 
 
 def channel_groups(num_features: int, data_channels: int) -> torch.Tensor:
@@ -160,28 +161,40 @@ class OutputStack(nn.Module):
     only be the logits layer. The other reading, two hidden layers of `hidden` maps and then a
     projection to the logits, is `layers=2`; `layers` counts the hidden layers.
 
-    levels == 2 gives one Bernoulli logit per channel, (B, C, H, W); otherwise a K-way softmax
-    per channel, (B, K, C, H, W). The last conv lays out its C*K maps channel-major so that the
-    K logits of image channel c all sit in feature group c.
+    The output distribution (models/outputs/, setting `output`) decides the last conv: levels == 2
+    gives one Bernoulli logit per channel, (B, C, H, W); the categorical output a K-way softmax
+    per channel, (B, K, C, H, W), whose C*K maps the last conv lays out channel-major so that the
+    K logits of image channel c all sit in feature group c; a per-pixel output (the logistic
+    mixture) its P parameters, (B, P, H, W), read from the first feature group alone: it sees
+    earlier pixels only, and the pixel's whole distribution must be fixed before its channels.
     """
 
-    def __init__(self, in_features: int, hidden: int, data_channels: int, levels: int, layers: int = 1):
+    def __init__(
+        self, in_features: int, hidden: int, data_channels: int, levels: int, layers: int = 1,
+        output: Mapping | None = None,
+    ):  # fmt: skip
         super().__init__()
         if layers < 1:
             raise ValueError(f"output_layers must be >= 1, got {layers}")
         self.data_channels, self.levels = data_channels, levels
-        logits_per_channel = 1 if levels == 2 else levels
+        self.distribution = build_output(output, data_channels, levels)
         widths = [in_features] + [hidden] * layers
         self.hidden = nn.ModuleList(
             MaskedConv2d(a, b, 1, data_channels, "B") for a, b in zip(widths[:-1], widths[1:])
         )
-        self.logits = MaskedConv2d(hidden, data_channels * logits_per_channel, 1, data_channels, "B")
+        if self.distribution.per_pixel:
+            self.logits = MaskedConv2d(hidden, self.distribution.params_per_pixel, 1, data_channels, "B")
+            first_group = (channel_groups(hidden, data_channels) == 0).float()  # (hidden,)
+            self.logits.set_mask(self.logits.mask * first_group[None, :, None, None])
+        else:
+            per_channel = self.distribution.params_per_channel
+            self.logits = MaskedConv2d(hidden, data_channels * per_channel, 1, data_channels, "B")
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, in, H, W)
         for conv in self.hidden:
             h = conv(F.relu(h))  # (B, hidden, H, W)
-        if self.levels == 2:
-            return self.logits(F.relu(h))  # (B, C, H, W)
+        if self.distribution.per_pixel or self.levels == 2:
+            return self.logits(F.relu(h))  # (B, P, H, W) or (B, C, H, W)
         # The same maps level-major, (B, K*C, H, W), so that the logits (B, K, C, H, W) are a plain
         # view: the softmax over K copies `layout`'s transposed one, forward and backward.
         order = torch.arange(self.logits.out_channels, device=h.device).view(self.data_channels, -1).t().flatten()
@@ -189,10 +202,8 @@ class OutputStack(nn.Module):
         return logits.unflatten(1, (self.levels, self.data_channels))
 
     def layout(self, logits: torch.Tensor) -> torch.Tensor:
-        """The last conv's (B, C*K, ...) maps -> (B, C, ...) if levels == 2 else (B, K, C, ...)."""
-        if self.levels == 2:
-            return logits
-        return logits.unflatten(1, (self.data_channels, self.levels)).transpose(1, 2)
+        """The last conv's maps (B, C*K, ...), channel-major, as the output's parameters (see forward)."""
+        return self.distribution.layout(logits, self.data_channels)
 
 
 class ResidualNet(nn.Module):
@@ -206,7 +217,8 @@ class ResidualNet(nn.Module):
     (conditioning.py): layer i also gets `label_bias` (B, layer.label_features), its label's bias.
 
     x (B, C, H, W) float, label (B,) long if conditional -> logits (B, C, H, W) if levels == 2 else
-    (B, K, C, H, W).
+    (B, K, C, H, W), or the (B, P, H, W) parameters of a per-pixel `output` (models/outputs/; None:
+    categorical).
     """
 
     def __init__(
@@ -220,6 +232,7 @@ class ResidualNet(nn.Module):
         output_layers: int = 1,
         skip: bool = False,
         classes: int = 0,
+        output: Mapping | None = None,
     ):
         super().__init__()
         check_sizes(channels, levels, hidden, layers)
@@ -231,7 +244,7 @@ class ResidualNet(nn.Module):
             if skip
             else None
         )
-        self.output = OutputStack(2 * hidden, output_hidden, channels, levels, output_layers)
+        self.output = OutputStack(2 * hidden, output_hidden, channels, levels, output_layers, output)
 
     def layer_inputs(self, index: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extra keyword inputs of layer `index`, given the net's input x; none by default."""
@@ -293,7 +306,7 @@ class CachedSampler:
         h = h if skipped is None else h + skipped
         for conv in self.output:
             h = conv(F.relu(h), r, c)
-        return self.net.output.layout(h)  # (B, C) or (B, K, C)
+        return self.net.output.layout(h)  # (B, C), (B, K, C) or (B, P)
 
 
 def check_sizes(data_channels: int, levels: int, hidden: int, layers: int) -> None:

@@ -16,7 +16,7 @@ the same parts with a cell of two predecessors, scanned one pixel at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -113,8 +113,11 @@ class PixelRNN(ResidualNet):
         output_layers: int = 1,
         skip: bool = True,
         classes: int = 0,
+        output: Mapping | None = None,
     ):
         def make_layer(i: int) -> ResidualLSTM:
             return ResidualLSTM(make_lstm(i), hidden, channels)
 
-        super().__init__(channels, levels, hidden, layers, make_layer, output_hidden, output_layers, skip, classes)
+        super().__init__(
+            channels, levels, hidden, layers, make_layer, output_hidden, output_layers, skip, classes, output
+        )

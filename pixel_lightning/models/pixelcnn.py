@@ -11,6 +11,8 @@ block's 3x3 conv pre-activation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -68,8 +70,11 @@ class PixelCNN(ResidualNet):
         output_layers: int = 1,
         skip: bool = False,
         classes: int = 0,
+        output: Mapping | None = None,
     ):
         def make_block(_: int) -> ResidualBlock:
             return ResidualBlock(hidden, channels)
 
-        super().__init__(channels, levels, hidden, layers, make_block, output_hidden, output_layers, skip, classes)
+        super().__init__(
+            channels, levels, hidden, layers, make_block, output_hidden, output_layers, skip, classes, output
+        )

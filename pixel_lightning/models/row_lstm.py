@@ -10,6 +10,8 @@ the paper uses k = 3 and up to 12 layers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from pixel_lightning.models.layers import ConvAtPosition
@@ -77,8 +79,11 @@ class RowLSTM(PixelRNN):
         output_layers: int = 1,
         skip: bool = True,
         classes: int = 0,
+        output: Mapping | None = None,
     ):
         def make_lstm(_: int) -> RowLSTMLayer:
             return RowLSTMLayer(2 * hidden, hidden, channels, kernel)
 
-        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, classes)
+        super().__init__(
+            channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, classes, output
+        )

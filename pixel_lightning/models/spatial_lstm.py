@@ -30,6 +30,8 @@ above-right is the one the Diagonal BiLSTM's second direction removes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 
@@ -80,8 +82,11 @@ class SpatialLSTM(PixelRNN):
         output_layers: int = 1,
         skip: bool = True,
         classes: int = 0,
+        output: Mapping | None = None,
     ):
         def make_lstm(_: int) -> SpatialLSTMLayer:
             return SpatialLSTMLayer(2 * hidden, hidden, channels)
 
-        super().__init__(channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, classes)
+        super().__init__(
+            channels, levels, hidden, layers, output_hidden, make_lstm, output_layers, skip, classes, output
+        )
