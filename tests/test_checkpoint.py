@@ -276,7 +276,7 @@ def fit_and_checkpoint(dirpath, ckpt_path=None, epochs: int = 1, guard: bool = T
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     callbacks = [
-        ModelCheckpoint(dirpath=dirpath, filename="epoch_{epoch:03d}", monitor="train/loss", save_top_k=1,
+        ModelCheckpoint(dirpath=dirpath, filename="epoch_{epoch:03d}", monitor="train/nll", save_top_k=1,
                         save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
         ModelCheckpoint(dirpath=dirpath, filename="last", every_n_train_steps=1, enable_version_counter=False),
     ] + ([RestoredPathGuard()] if guard else [])

@@ -122,14 +122,17 @@ def test_unreadable_caches_are_moved_aside_and_rebuilt_with_one_line_each(mnist,
     tiniest = {"epochs": 1, "train_images": 500, "width": 4, "num_features": 8}
     quality = SampleQuality(num_samples=6, num_real=100, batch_size=6, cache_dir=str(tmp_path), classifier=tiniest)
     fields, _ = quality.evaluate(Uniform(), mnist)
-    classifier, statistics = sorted(tmp_path.iterdir(), key=lambda path: "-real-" in path.name)
+    (classifier,) = [path for path in tmp_path.iterdir() if "-real" not in path.name]
+    (statistics,) = tmp_path.glob("*-real-*")
+    (features,) = tmp_path.glob("*-realfeatures-*")
     classifier.write_bytes(classifier.read_bytes()[:300])  # truncated
     torch.save(Uniform(), statistics)  # not a weights-only file
+    torch.save(torch.zeros(3), features)  # a weights-only file, but not (num_real, features)
     again, _ = quality.evaluate(Uniform(), mnist)
-    assert again["fid"] == fields["fid"]  # rebuilt: the classifier trains deterministically under its seed
+    assert again["fid"] == fields["fid"] and again["kid"] == fields["kid"]  # rebuilt: deterministic under its seed
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
-    assert len(warnings) == 2
-    for path, what in ((classifier, "classifier"), (statistics, "real statistics")):
+    assert len(warnings) == 3
+    for path, what in ((classifier, "classifier"), (statistics, "real statistics"), (features, "real features")):
         assert any(line.startswith(f"The cached {what} {path} cannot be used (") and
                    line.endswith(f"moved it to {path.name}.unreadable and rebuilding it.") for line in warnings)
         assert (tmp_path / f"{path.name}.unreadable").is_file()

@@ -19,6 +19,7 @@ checkpoints, so a resumed run continues its curve.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,8 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.trainer.states import RunningStage
 
 from pixel_lightning.evaluation.fid import SampleQuality, real_subset
+
+log = logging.getLogger(__name__)
 
 
 class LearningCurve(pl.Callback):
@@ -74,8 +77,13 @@ class LearningCurve(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start, self.measuring_s = self.clock() - self.elapsed, 0.0
-        # nothing to measure for a model without a likelihood when sample quality is off (fid.num_samples=0)
-        self.active = has_likelihood(pl_module) or bool(self.quality and self.quality.num_samples)
+        # nothing to measure for a model without a likelihood when sample quality is off (fid.num_samples=0),
+        # nor without a DataModule (a bare dataloader given to fit has no held-out split)
+        self.active = trainer.datamodule is not None and (
+            has_likelihood(pl_module) or bool(self.quality and self.quality.num_samples))
+        if trainer.datamodule is None and trainer.is_global_zero:
+            log.warning("No learning curve for this run: it is measured on the DataModule's validation split, and "
+                        "the fit was given bare dataloaders.")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.images_seen += len(batch if isinstance(batch, torch.Tensor) else batch[0])
