@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from support import real_data_dir, requires_data, tiny_model
 from test_cli import assert_ok, assert_user_error, run
+from test_configs import compose_train
 from test_data import amat_bytes, grey_images, idx_bytes, write
 from test_gated_pixelcnn import WithLabel
 from test_pixelcnn_pp import MIXTURE, earlier_pixels, pixel_dependencies
@@ -143,6 +145,14 @@ def test_pixelcnn_pp_given_a_label_is_the_unconditional_net_with_the_labels_gate
         assert torch.equal(given_label, plain_draws)
     twos = conditional.complete(images, 2, generator=torch.Generator().manual_seed(3), label=torch.full((2,), 2))
     assert not torch.equal(twos, given_label)  # the label matters; method=cached (the default) falls back to naive
+
+
+def test_model_condition_class_on_the_command_line_makes_pixelcnn_pp_conditional(tmp_path):
+    cfg = compose_train(["model=pixelcnn_pp", "model.condition=class", "data=cifar10"], tmp_path)
+    assert cfg.data.condition == "class"  # the data module then yields (image, label) pairs
+    model = hydra.utils.instantiate(cfg.model)
+    assert len(model.net.label_biases.embeddings) == model.net.block_count == 16  # blocks=1: 6 up, 10 down
+    assert model.log_prob(torch.zeros(2, 3, 32, 32, dtype=torch.long), torch.tensor([0, 9])).shape == (2,)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
