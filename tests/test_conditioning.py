@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 from support import real_data_dir, requires_data, tiny_model
 from test_cli import assert_ok, assert_user_error, run
+from test_configs import compose_train
 from test_data import amat_bytes, grey_images, idx_bytes, write
 from test_gated_pixelcnn import WithLabel
+from test_pixelcnn_pp import MIXTURE, earlier_pixels, pixel_dependencies
 
 from pixel_lightning.data import BinarizedMNISTDataModule, CIFAR10DataModule, MNISTDataModule
 from pixel_lightning.errors import DataError, UserError
@@ -28,19 +31,29 @@ from pixel_lightning.models import AutoregressiveImageModel
 from pixel_lightning.records import blank_record, quality_line, write_record
 from pixel_lightning.sample import check_label_settings, complete_grid, sample_labels
 
+PIXELCNN_PP = "pixelcnn_pp.PixelCNNpp"
 ARCHS = ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM", "spatial_lstm.SpatialLSTM",
-         "gated_pixelcnn.GatedPixelCNN"]
+         "gated_pixelcnn.GatedPixelCNN", PIXELCNN_PP]
 
 
-def conditional_model(arch: str, channels: int = 1, levels: int = 2, height: int = 4, width: int = 4, **net):
+def sizes(arch: str) -> dict:
+    """Tiny sizes of the net `arch`."""
+    return {"filters": 4, "blocks": 1} if arch == PIXELCNN_PP else {"hidden": 12, "layers": 2, "output_hidden": 24}
+
+
+def conditional_model(
+    arch: str, channels: int = 1, levels: int = 2, height: int = 4, width: int = 4, output: dict | None = None,
+    **net,
+):  # fmt: skip
     """A float64 class-conditional model (10 classes) with random label embeddings."""
     torch.manual_seed(0)
     model = AutoregressiveImageModel(
-        net={"_target_": f"pixel_lightning.models.{arch}", "channels": channels, "levels": levels, "hidden": 12,
-             "layers": 2, "output_hidden": 24, **net},
+        net={"_target_": f"pixel_lightning.models.{arch}", "channels": channels, "levels": levels}
+        | sizes(arch) | net,
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
         data={"channels": channels, "height": height, "width": width, "levels": levels, "classes": 10},
         condition="class",
+        output=output,
     ).double()
     with torch.no_grad():
         for embedding in model.net.label_biases.embeddings:
@@ -63,6 +76,11 @@ def test_the_label_reaches_the_first_and_the_last_position_through_every_layer(a
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_conditioning_keeps_exact_causality(arch):
+    if arch == PIXELCNN_PP:  # whole pixels (RGB needs the mixture): exactly the earlier pixels, the full field
+        model = conditional_model(arch, channels=3, levels=256, output=MIXTURE)
+        deps = pixel_dependencies(WithLabel(model.net, torch.tensor([1, 8])), 3, 4, 5)
+        assert torch.equal(deps, earlier_pixels(4, 5)), (deps ^ earlier_pixels(4, 5)).nonzero()[:5]
+        return
     model = conditional_model(arch, channels=3, levels=4)
     assert_causal(WithLabel(model.net, torch.tensor([1, 8])), 3, height=4, width=5)
 
@@ -78,7 +96,7 @@ def test_each_labels_2x2_distribution_sums_to_one_and_labels_differ(arch):
     assert (p[0] - p[1]).abs().max() > 1e-6, "labels 0 and 1 give the same distribution"  # float64: exact
 
 
-@pytest.mark.parametrize("arch", [arch for arch in ARCHS if arch != "spatial_lstm.SpatialLSTM"])  # has no cache
+@pytest.mark.parametrize("arch", [arch for arch in ARCHS if arch not in ("spatial_lstm.SpatialLSTM", PIXELCNN_PP)])
 def test_cached_sampling_and_completion_with_labels_return_the_levels_of_naive(arch):
     model = conditional_model(arch, channels=3, levels=4, height=4, width=5)
     with torch.no_grad():  # large weights: every draw depends strongly on what came before, and on the label
@@ -94,12 +112,62 @@ def test_cached_sampling_and_completion_with_labels_return_the_levels_of_naive(a
     assert not torch.equal(other, cached)  # the labels matter
 
 
-def test_a_label_is_required_exactly_when_conditional():
-    model = conditional_model("pixelcnn.PixelCNN")
+def test_pixelcnn_pp_given_a_label_is_the_unconditional_net_with_the_labels_gate_biases():
+    # The paper's form, closed: a label adds its embedding to every block's (a, b), so the
+    # conditional net given y is the unconditional one with y's embeddings added to the conv_out
+    # biases, block by block in the order forward runs them. Its likelihood and its (naive) samples
+    # and completions must be those of that net; without y's embeddings the checkpoint keys are the
+    # unconditional net's, so its checkpoints load unchanged.
+    conditional = conditional_model(PIXELCNN_PP, channels=3, levels=256, output=MIXTURE)
+    plain = AutoregressiveImageModel(
+        net={"_target_": f"pixel_lightning.models.{PIXELCNN_PP}", "channels": 3, "levels": 256} | sizes(PIXELCNN_PP),
+        optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
+        data={"channels": 3, "height": 4, "width": 4, "levels": 256},
+        output=MIXTURE,
+    ).double()
+    weights = conditional.state_dict()
+    embeddings = [weights.pop(f"net.label_biases.embeddings.{i}.weight") for i in range(conditional.net.block_count)]
+    plain.load_state_dict(weights)  # strict: the same keys
+    net = plain.net
+    stages = [*zip(net.up_u, net.up_ul), *zip(net.down_u, net.down_ul)]
+    in_call_order = [block for u_stage, ul_stage in stages for pair in zip(u_stage, ul_stage) for block in pair]
+    assert len(in_call_order) == len(embeddings) == 16  # blocks=1: 2 x 3 up, 2 x (1 + 2 + 2) down
+    with torch.no_grad():
+        for block, embedding in zip(in_call_order, embeddings):
+            block.conv_out.bias += embedding[7]
+    sevens = torch.full((2,), 7)
+    images = torch.randint(0, 256, (2, 3, 4, 4), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(conditional.log_prob(images, sevens), plain.log_prob(images), rtol=1e-12, atol=0)
+    for observed in (0, 2):  # sample and complete
+        given_label, plain_draws = (model.complete(images, observed, generator=torch.Generator().manual_seed(3),
+                                                   method="naive", **label)
+                                    for model, label in ((conditional, {"label": sevens}), (plain, {})))
+        assert torch.equal(given_label, plain_draws)
+    twos = conditional.complete(images, 2, generator=torch.Generator().manual_seed(3), label=torch.full((2,), 2))
+    assert not torch.equal(twos, given_label)  # the label matters; method=cached (the default) falls back to naive
+
+
+def test_model_condition_class_on_the_command_line_makes_pixelcnn_pp_conditional(tmp_path):
+    cfg = compose_train(["model=pixelcnn_pp", "model.condition=class", "data=cifar10"], tmp_path)
+    assert cfg.data.condition == "class"  # the data module then yields (image, label) pairs
+    model = hydra.utils.instantiate(cfg.model)
+    assert len(model.net.label_biases.embeddings) == model.net.block_count == 16  # blocks=1: 6 up, 10 down
+    assert model.log_prob(torch.zeros(2, 3, 32, 32, dtype=torch.long), torch.tensor([0, 9])).shape == (2,)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_label_is_required_exactly_when_conditional(arch):
+    model = conditional_model(arch)
     with pytest.raises(ValueError, match="pass label"):
         model.log_prob(torch.zeros(1, 1, 4, 4, dtype=torch.long))
+    unconditional = type(model.net)(1, 2, **sizes(arch))
+    with pytest.raises(ValueError, match="takes no label"):
+        unconditional(torch.zeros(1, 1, 4, 4), label=torch.zeros(1, dtype=torch.long))
+
+
+def test_a_condition_other_than_class_is_refused():
     with pytest.raises(UserError, match="model.condition must be null"):
-        conditional_model("pixelcnn.PixelCNN").__class__(
+        AutoregressiveImageModel(
             net={"_target_": "pixel_lightning.models.pixelcnn.PixelCNN", "channels": 1, "levels": 2},
             optimizer={"_target_": "torch.optim.Adam"}, data={"channels": 1, "height": 4, "width": 4, "levels": 2},
             condition="label",

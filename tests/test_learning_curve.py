@@ -117,3 +117,20 @@ def test_held_out_bits_per_dim_and_its_standard_error_match_the_closed_form():
     per_image = torch.tensor([0.75] * 2 + [1.0] * 6, dtype=torch.float64)
     assert measured["bpd"] == pytest.approx(float(per_image.mean()))
     assert measured["bpd_se"] == pytest.approx(float(per_image.std() / math.sqrt(8)))
+
+
+class GivenLabel(Uniform):
+    """p(x | y) = 2^-(dims - y) for every x: a class-conditional model, known bits/dim per label."""
+
+    def log_prob(self, images, label):
+        return -(self.dims - label.double()) * math.log(2)
+
+
+def test_a_class_conditional_models_points_are_its_bits_per_dim_given_each_images_label():
+    labels = torch.tensor([0, 3, 1, 1, 2, 0, 3])
+    items = [(torch.zeros(1, 2, 2, dtype=torch.uint8), label) for label in labels]  # (image, label): labelled data
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(setup=lambda stage: None, val_dataset=items))
+    measured = LearningCurve(images=len(items), batch_size=3).evaluate(trainer, GivenLabel().train())
+    per_image = (4 - labels.double()) / 4
+    assert measured["bpd"] == pytest.approx(float(per_image.mean()))
+    assert measured["bpd_se"] == pytest.approx(float(per_image.std() / math.sqrt(len(items))))

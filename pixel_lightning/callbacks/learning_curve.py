@@ -31,7 +31,7 @@ import torch
 from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.trainer.states import RunningStage
 
-from pixel_lightning.evaluation.fid import SampleQuality, real_subset
+from pixel_lightning.evaluation.fid import SampleQuality, labelled_subset
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class LearningCurve(pl.Callback):
         self.measuring_s = 0.0  # time spent measuring, excluded from the training clock
         self._start: float | None = None
         self.active = False  # measuring this run (set when training starts)
-        self._subset: torch.Tensor | None = None
+        self._subset: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     # ---- the schedule -----------------------------------------------------------------------
     def training_clock(self) -> float:
@@ -126,17 +126,19 @@ class LearningCurve(pl.Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """{bpd, bpd_se} on the validation subset, or {kid, kid_std} for a model without a likelihood."""
         if has_likelihood(pl_module):
-            return held_out_bpd(pl_module, self.subset(trainer), self.batch_size)
+            images, labels = self.subset(trainer)
+            return held_out_bpd(pl_module, images, self.batch_size, labels)
         kid, kid_std = self.quality.kid(pl_module, trainer.datamodule, self.kid_samples)
         return {"kid": kid, "kid_std": kid_std}
 
-    def subset(self, trainer: pl.Trainer) -> torch.Tensor:
+    def subset(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The validation subset's images, and their labels for a class-conditional model (else None)."""
         if self._subset is None:
             datamodule = trainer.datamodule
             datamodule.setup("fit")
             torch.manual_seed(0)  # a dynamically binarized split draws its pixels: the same ones every run
             # (measure() runs this inside fork_rng, so training's random stream is untouched)
-            self._subset = real_subset(datamodule.val_dataset, min(self.images, len(datamodule.val_dataset)))
+            self._subset = labelled_subset(datamodule.val_dataset, min(self.images, len(datamodule.val_dataset)))
         return self._subset
 
     # ---- resuming ---------------------------------------------------------------------------
@@ -162,13 +164,19 @@ def _interval(value: float, every: float) -> int:
 
 
 @torch.no_grad()
-def held_out_bpd(pl_module: pl.LightningModule, images: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Mean bits/dim of `images` (N, C, H, W) under the model, and its standard error over the images."""
+def held_out_bpd(pl_module: pl.LightningModule, images: torch.Tensor, batch_size: int,
+                 labels: torch.Tensor | None = None) -> dict[str, float]:
+    """Mean bits/dim of `images` (N, C, H, W) under the model (given their `labels` (N,) when it is
+    class-conditional: -log p(x | y)), and its standard error over the images."""
     was_training = pl_module.training
     pl_module.eval()
+
+    def nats_of(start: int) -> torch.Tensor:
+        label = {} if labels is None else {"label": labels[start : start + batch_size].to(pl_module.device)}
+        return -pl_module.log_prob(images[start : start + batch_size].to(pl_module.device), **label).double().cpu()
+
     try:
-        nats = torch.cat([-pl_module.log_prob(images[start : start + batch_size].to(pl_module.device)).double().cpu()
-                          for start in range(0, len(images), batch_size)])  # (N,)
+        nats = torch.cat([nats_of(start) for start in range(0, len(images), batch_size)])  # (N,)
     finally:
         pl_module.train(was_training)
     bpd = nats / (pl_module.dims * math.log(2))

@@ -64,8 +64,16 @@ def fid_label(classifier_name: str, accuracy: float) -> str:
 def real_subset(dataset, count: int) -> torch.Tensor:
     """`count` test images drawn with a fixed seed (N, C, H, W): files such as binarized MNIST's
     are sorted by class, so their first images are not a sample of the data."""
+    return labelled_subset(dataset, count)[0]
+
+
+def labelled_subset(dataset, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The images of `real_subset` and their labels (N,) when the items are (image, label) pairs
+    (a class-conditional model's data), else None."""
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
-    return torch.stack([image_of(dataset[int(i)]) for i in chosen.sort().values])
+    items = [dataset[int(i)] for i in chosen.sort().values]
+    images = torch.stack([image_of(item) for item in items])
+    return images, torch.stack([torch.as_tensor(item[1]) for item in items]) if isinstance(items[0], tuple) else None
 
 
 def frechet_metric(net: FeatureNet) -> FrechetInceptionDistance:

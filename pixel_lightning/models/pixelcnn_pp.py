@@ -12,6 +12,9 @@ and Other Modifications* (Salimans, Karpathy, Chen & Kingma, 2017); the referenc
   in the second (down) pass, as in a U-net.
 - Section 2.5: dropout in every residual block, whose non-linearity is concat_elu and whose output
   is gated (a * sigmoid(b), as in the reference code's gated_resnet).
+- Class-conditional (`classes` > 0): a learned embedding of the label is added to the gate
+  pre-activations (a, b) of every block of both streams, the reference code's conditioning `h` and
+  the Conditional PixelCNN paper's section 2.3 (models/conditioning.py).
 
 Not here: the reference code's weight normalisation (with its data-dependent initialisation) and
 its Polyak averaging of the weights. Sampling is naive (one net pass per pixel); see README.
@@ -25,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pixel_lightning.models.conditioning import LabelBiases, label_biases
 from pixel_lightning.models.outputs import build_output
 
 
@@ -85,7 +89,8 @@ class ShiftedUpsample(nn.ConvTranspose2d):
 
 class GatedResNet(nn.Module):
     """The reference code's gated_resnet: x + a * sigmoid(b), (a, b) from two shifted convs over
-    concat_elu, the first also fed the `skips` (short-cut inputs, each F maps) by a 1x1 conv."""
+    concat_elu, the first also fed the `skips` (short-cut inputs, each F maps) by a 1x1 conv; a
+    conditional net's `label_bias` (B, 2F) is added to (a, b), the same at every position."""
 
     def __init__(self, filters: int, conv: type[nn.Conv2d], skips: int, dropout: float):
         super().__init__()
@@ -93,30 +98,36 @@ class GatedResNet(nn.Module):
         self.skip = nn.Conv2d(2 * skips * filters, filters, 1) if skips else None
         self.dropout = nn.Dropout(dropout)
         self.conv_out = conv(2 * filters, 2 * filters)
+        self.label_features = 2 * filters  # a conditional net's label bias: [a F, b F]
 
-    def forward(self, x: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:  # (B, F, H, W)
+    def forward(self, x: torch.Tensor, *skips: torch.Tensor, label_bias: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv_in(concat_elu(x))  # (B, F, H, W)
         if self.skip is not None:
             h = h + self.skip(concat_elu(torch.cat(skips, dim=1)))
-        a, b = self.conv_out(self.dropout(concat_elu(h))).chunk(2, dim=1)  # (B, F, H, W) each
+        ab = self.conv_out(self.dropout(concat_elu(h)))  # (B, 2F, H, W)
+        if label_bias is not None:
+            ab = ab + label_bias[:, :, None, None]
+        a, b = ab.chunk(2, dim=1)  # (B, F, H, W) each
         return x + a * torch.sigmoid(b)
 
 
 class PixelCNNpp(nn.Module):
-    """x (B, C, H, W) float in [-1, 1] -> the (B, P, H, W) parameters of a per-pixel output (the
-    logistic mixture; for one channel also the categorical output, (B, 1, H, W) or (B, K, 1, H, W)).
+    """x (B, C, H, W) float in [-1, 1], label (B,) long if conditional -> the (B, P, H, W) parameters
+    of a per-pixel output (the logistic mixture; for one channel also the categorical output,
+    (B, 1, H, W) or (B, K, 1, H, W)).
 
     Args:
         filters: feature maps of both streams (160 in the paper).
         blocks: gated ResNet blocks per resolution of the up pass (5 in the paper; the down pass
             has blocks, blocks + 1, blocks + 1, as in the reference code).
         dropout: drop probability inside each block (0.5 in the paper for CIFAR-10).
+        classes: > 0 for a class-conditional net.
         output: the output distribution setting (models/outputs/); None is categorical.
     """
 
     def __init__(
         self, channels: int, levels: int, filters: int = 32, blocks: int = 2, dropout: float = 0.0,
-        output: Mapping | None = None,
+        classes: int = 0, output: Mapping | None = None,
     ):  # fmt: skip
         super().__init__()
         if filters < 1 or blocks < 0 or not 0 <= dropout < 1:
@@ -144,19 +155,24 @@ class PixelCNNpp(nn.Module):
         self.down_ul = nn.ModuleList(stage(n, left, 2) for n in (blocks, blocks + 1, blocks + 1))
         self.double_u = nn.ModuleList(ShiftedUpsample(filters, (2, 3), centred=True) for _ in range(2))
         self.double_ul = nn.ModuleList(ShiftedUpsample(filters, (2, 2), centred=False) for _ in range(2))
+        stages = (*self.up_u, *self.up_ul, *self.down_u, *self.down_ul)
+        self.block_count = sum(len(stage) for stage in stages)
+        widths = [block.label_features for stage in stages for block in stage]  # all 2F: forward takes them in turn
+        self.label_biases = LabelBiases(classes, widths) if classes else None  # None: no state_dict keys
         per_pixel = self.distribution.per_pixel
         outputs = self.distribution.params_per_pixel if per_pixel else self.distribution.params_per_channel
         self.head = nn.Conv2d(filters, outputs, 1)  # one channel when not per pixel
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W)
+        biases = iter(label_biases(self.label_biases, label, self.block_count))  # one per block, in call order
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, C+1, H, W)
         u = down_shift(self.u_input(x))  # (B, F, H, W): rows above
         ul = down_shift(self.ul_input_above(x)) + right_shift(self.ul_input_left(x))  # above and left
         us, uls = [u], [ul]  # every map of the up pass, for the down pass's short-cuts
         for level in range(3):
             for u_block, ul_block in zip(self.up_u[level], self.up_ul[level]):
-                u = u_block(u)
-                ul = ul_block(ul, u)
+                u = u_block(u, **next(biases))
+                ul = ul_block(ul, u, **next(biases))
                 us.append(u)
                 uls.append(ul)
             if level < 2:  # (B, F, H, W) -> (B, F, ceil(H/2), ceil(W/2))
@@ -169,6 +185,6 @@ class PixelCNNpp(nn.Module):
                 u = self.double_u[level - 1](u, us[-1])
                 ul = self.double_ul[level - 1](ul, uls[-1])
             for u_block, ul_block in zip(self.down_u[level], self.down_ul[level]):
-                u = u_block(u, us.pop())
-                ul = ul_block(ul, u, uls.pop())
+                u = u_block(u, us.pop(), **next(biases))
+                ul = ul_block(ul, u, uls.pop(), **next(biases))
         return self.distribution.layout(self.head(F.elu(ul)), self.channels)  # (B, P, H, W)
