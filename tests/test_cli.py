@@ -112,16 +112,16 @@ def test_sample_writes_grid_and_levels(smoke_run, tmp_path):
 
 
 def test_sample_py_draws_the_same_levels_cached_and_naive_for_every_architecture(tmp_path):
-    """One multirun of sample.py over a checkpoint of every net with a cached step (test_sampling.NETS,
+    """One multirun of sample.py over a checkpoint of every net with a cached step (test_sampling.CASES,
     random weights, RGB: channel groups are the harder case) and both methods: each checkpoint's .npy
     levels are equal."""
     from test_checkpoint import model_checkpoint
-    from test_sampling import NETS
+    from test_sampling import CASES
 
     checkpoints = []
-    for index, (arch, net) in enumerate(NETS):
+    for index, (channels, levels, arch, net) in enumerate(case for case in CASES if case[0] == 3):
         torch.manual_seed(index)
-        model = tiny_model(3, 4, height=3, width=4, arch=arch, layers=2, **net)
+        model = tiny_model(channels, levels, height=3, width=4, arch=arch, layers=2, **net)
         checkpoints.append(tmp_path / f"{index}.ckpt")
         torch.save(model_checkpoint(model), checkpoints[-1])
     result = run("sample.py", "-m", f"ckpt_path={','.join(map(str, checkpoints))}", "method=cached,naive",
