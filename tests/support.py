@@ -68,13 +68,18 @@ def sample_both_ways(model, draw) -> tuple[torch.Tensor, torch.Tensor]:
     levels alone can come from lucky draws (large weights make most draws nearly certain); equal
     inputs to every draw cannot."""
     (naive, naive_fed), (cached, cached_fed) = (sample_recording_draws(model, m, draw) for m in ("naive", "cached"))
-    assert len(naive_fed) == len(cached_fed), f"{len(naive_fed)} naive draws, {len(cached_fed)} cached"
     assert naive_fed and naive_fed[0][1].dtype == torch.float64, "compare the draws of a float64 model"
+    assert_fed_alike(naive_fed, cached_fed, atol=1e-10)
+    return naive, cached
+
+
+def assert_fed_alike(naive_fed: list, cached_fed: list, atol: float, rtol: float = 0.0) -> None:
+    """The (channel, outputs) fed to each draw by the naive and the cached path are the same, draw by draw."""
+    assert naive_fed and len(naive_fed) == len(cached_fed), f"{len(naive_fed)} naive draws, {len(cached_fed)} cached"
     for i, ((ch, expected), (cached_ch, actual)) in enumerate(zip(naive_fed, cached_fed)):
         assert ch == cached_ch, f"draw {i}: channel {ch} naive, {cached_ch} cached"
-        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10,
+        torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol,
                                    msg=lambda m: f"draw {i} of {len(naive_fed)} (channel {ch}), cached vs naive: {m}")
-    return naive, cached
 
 
 def tiny_binarized_mnist(folder: Path, monkeypatch, size: int = 16) -> Path:
