@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,9 +23,15 @@ requires_data = pytest.mark.skipif(
 
 
 def tiny_model(
-    channels: int = 1, levels: int = 2, height: int = 4, width: int = 4, arch: str = "pixelcnn.PixelCNN", **net
+    channels: int = 1,
+    levels: int = 2,
+    height: int = 4,
+    width: int = 4,
+    arch: str = "pixelcnn.PixelCNN",
+    output: dict | None = None,
+    **net,
 ):
-    """A small AutoregressiveImageModel for unit tests."""
+    """A small AutoregressiveImageModel for unit tests (`output`: the model's output setting, None categorical)."""
     from pixel_lightning.models import AutoregressiveImageModel
 
     net_cfg = {"_target_": f"pixel_lightning.models.{arch}", "channels": channels, "levels": levels}
@@ -33,7 +40,46 @@ def tiny_model(
         net=net_cfg,
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
         data={"channels": channels, "height": height, "width": width, "levels": levels},
+        output=output,
     )
+
+
+def sample_recording_draws(model, method: str, draw) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
+    """The levels of draw(method, generator) (a `sample` or `complete` of `model`, seed 3) and, draw by
+    draw, the channel and a copy of the outputs (logits or distribution parameters) it was fed:
+    every draw of both sampling paths passes through `model._draw`, wrapped here."""
+    fed, draw_levels = [], model._draw
+
+    def recording(logits: torch.Tensor, ch: int, *rest) -> torch.Tensor:
+        fed.append((ch, logits.clone()))  # the cached sampler may reuse its buffers for the next call
+        return draw_levels(logits, ch, *rest)
+
+    model._draw = recording
+    try:
+        levels = draw(method, torch.Generator().manual_seed(3))
+    finally:
+        del model._draw  # the class's method again
+    return levels, fed
+
+
+def sample_both_ways(model, draw) -> tuple[torch.Tensor, torch.Tensor]:
+    """The naive then the cached levels of draw(method, generator) (see sample_recording_draws), after
+    checking that each draw of the two paths was fed the same outputs, to 1e-10 in float64. Equal
+    levels alone can come from lucky draws (large weights make most draws nearly certain); equal
+    inputs to every draw cannot."""
+    (naive, naive_fed), (cached, cached_fed) = (sample_recording_draws(model, m, draw) for m in ("naive", "cached"))
+    assert naive_fed and naive_fed[0][1].dtype == torch.float64, "compare the draws of a float64 model"
+    assert_fed_alike(naive_fed, cached_fed, atol=1e-10)
+    return naive, cached
+
+
+def assert_fed_alike(naive_fed: list, cached_fed: list, atol: float, rtol: float = 0.0) -> None:
+    """The (channel, outputs) fed to each draw by the naive and the cached path are the same, draw by draw."""
+    assert naive_fed and len(naive_fed) == len(cached_fed), f"{len(naive_fed)} naive draws, {len(cached_fed)} cached"
+    for i, ((ch, expected), (cached_ch, actual)) in enumerate(zip(naive_fed, cached_fed)):
+        assert ch == cached_ch, f"draw {i}: channel {ch} naive, {cached_ch} cached"
+        torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol,
+                                   msg=lambda m: f"draw {i} of {len(naive_fed)} (channel {ch}), cached vs naive: {m}")
 
 
 def tiny_binarized_mnist(folder: Path, monkeypatch, size: int = 16) -> Path:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from support import REPO, real_data_dir, requires_data, tiny_model, wandb_logged
+from support import REPO, assert_fed_alike, real_data_dir, requires_data, tiny_model, wandb_logged
 
 from pixel_lightning.records import read_record
 
@@ -112,30 +112,33 @@ def test_sample_writes_grid_and_levels(smoke_run, tmp_path):
 
 
 def test_sample_py_draws_the_same_levels_cached_and_naive_for_every_architecture(tmp_path):
-    """One multirun of sample.py over a checkpoint of every net with a cached step (test_sampling.NETS,
+    """One multirun of sample.py over a checkpoint of every net with a cached step (test_sampling.CASES,
     random weights, RGB: channel groups are the harder case) and both methods: each checkpoint's .npy
     levels are equal."""
     from test_checkpoint import model_checkpoint
-    from test_sampling import NETS
+    from test_sampling import CASES
 
     checkpoints = []
-    for index, (arch, net) in enumerate(NETS):
+    for index, (channels, levels, arch, net) in enumerate(case for case in CASES if case[0] == 3):
         torch.manual_seed(index)
-        model = tiny_model(3, 4, height=3, width=4, arch=arch, layers=2, **net)
+        model = tiny_model(channels, levels, height=3, width=4, arch=arch, layers=2, **net)
         checkpoints.append(tmp_path / f"{index}.ckpt")
         torch.save(model_checkpoint(model), checkpoints[-1])
-    result = run("sample.py", "-m", f"ckpt_path={','.join(map(str, checkpoints))}", "method=cached,naive",
-                 "num_samples=4", "save_npy=true", f"hydra.sweep.dir={tmp_path}/sweep")
+    result = run("tests/recording_draws.py", "sample.py", "-m", f"ckpt_path={','.join(map(str, checkpoints))}",
+                 "method=cached,naive", "num_samples=4", "save_npy=true", f"hydra.sweep.dir={tmp_path}/sweep")
     assert_ok(result)
-    drawn = {}
+    drawn, fed = {}, {}
     for job in (tmp_path / "sweep").iterdir():
         if job.is_dir():
             overrides = dict(o.split("=", 1) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml"))
-            drawn[overrides["ckpt_path"], overrides["method"]] = np.load(job / "samples.npy")
+            key = overrides["ckpt_path"], overrides["method"]
+            drawn[key], fed[key] = np.load(job / "samples.npy"), torch.load(job / "draws.pt", weights_only=True)
     assert len(drawn) == 2 * len(checkpoints)
     for path in map(str, checkpoints):
         cached, naive = drawn[path, "cached"], drawn[path, "naive"]
         assert (cached == naive).all(), f"{path}: {(cached != naive).sum()} of {cached.size} levels differ"
+        # Every draw fed the same outputs (float32 here: to rounding), which lucky draws cannot fake.
+        assert_fed_alike(fed[path, "naive"], fed[path, "cached"], atol=1e-5, rtol=1e-4)
         assert len({image.tobytes() for image in cached}) == 4  # real draws, not a constant image
 
 

@@ -14,7 +14,7 @@ import torch
 from dependency import assert_causal
 from omegaconf import OmegaConf
 from PIL import Image
-from support import real_data_dir, requires_data, tiny_model
+from support import real_data_dir, requires_data, sample_both_ways, tiny_model
 from test_cli import assert_ok, assert_user_error, run
 from test_configs import compose_train
 from test_data import amat_bytes, grey_images, idx_bytes, write
@@ -105,8 +105,9 @@ def test_cached_sampling_and_completion_with_labels_return_the_levels_of_naive(a
     label = torch.tensor([0, 3, 3, 9])
     originals = torch.randint(0, 4, (4, 3, 4, 5), generator=torch.Generator().manual_seed(1))
     for observed in (0, 2):
-        naive, cached = (model.complete(originals, observed, generator=torch.Generator().manual_seed(3),
-                                        method=method, label=label) for method in ("naive", "cached"))
+        naive, cached = sample_both_ways(
+            model, lambda method, g: model.complete(originals, observed, generator=g, method=method, label=label)
+        )
         assert torch.equal(naive, cached), f"{(naive != cached).sum()} of {naive.numel()} levels differ"
     other = model.complete(originals, 2, generator=torch.Generator().manual_seed(3), label=label.flip(0))
     assert not torch.equal(other, cached)  # the labels matter

@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 from dependency import dependency_matrix
+from support import sample_both_ways
 
 from pixel_lightning.models import AutoregressiveImageModel
 from pixel_lightning.models.gated_pixelcnn import GatedPixelCNN, VerticalConv
@@ -97,20 +98,16 @@ def test_cached_logits_equal_the_full_nets_at_every_sub_pixel(channels, levels, 
             inputs[:, ch, r, c] = image[:, ch, r, c]
 
 
-def both_ways(draw) -> tuple[torch.Tensor, torch.Tensor]:
-    return tuple(draw(method, torch.Generator().manual_seed(3)) for method in ("naive", "cached"))
-
-
 @pytest.mark.parametrize("conditional", [False, True])
 @pytest.mark.parametrize("channels,levels", DATA)
 def test_cached_sampling_and_completion_return_the_levels_of_naive(channels, levels, conditional):
     model = gated_model(channels, levels, 5, 6, condition="class" if conditional else None)
     label = {"label": torch.tensor([1, 1, 5, 8])} if conditional else {}
-    naive, cached = both_ways(lambda method, g: model.sample(4, generator=g, method=method, **label))
+    naive, cached = sample_both_ways(model, lambda method, g: model.sample(4, generator=g, method=method, **label))
     assert torch.equal(naive, cached), f"{(naive != cached).sum()} of {naive.numel()} levels differ"
     assert len({tuple(image.flatten().tolist()) for image in cached}) > 1  # not one forced image
     originals = torch.randint(0, levels, (4, channels, 5, 6), generator=torch.Generator().manual_seed(1))
-    naive, cached = both_ways(
-        lambda method, g: model.complete(originals, 2, temperature=0.8, generator=g, method=method, **label)
+    naive, cached = sample_both_ways(
+        model, lambda method, g: model.complete(originals, 2, temperature=0.8, generator=g, method=method, **label)
     )
     assert torch.equal(naive, cached) and torch.equal(cached[:, :, :2], originals[:, :, :2])

@@ -12,10 +12,9 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from support import requires_data, tiny_model
+from support import requires_data, sample_both_ways, tiny_model
 from test_cli import assert_ok, run
 from test_configs import compose_train
-from test_sampling import both_ways
 
 from pixel_lightning.checkpoint import check_fits, model_from_checkpoint
 from pixel_lightning.models import AutoregressiveImageModel
@@ -97,11 +96,11 @@ def test_cached_sampling_and_completion_return_the_levels_of_naive_sampling(arch
     # its naive path: one net pass per pixel either way.
     torch.manual_seed(0)
     model = mixture_model(3, 256, 4, 5, arch, **net)
-    naive, cached = both_ways(model, lambda method, g: model.sample(3, generator=g, method=method))
+    naive, cached = sample_both_ways(model, lambda method, g: model.sample(3, generator=g, method=method))
     assert torch.equal(naive, cached)
     assert len({tuple(image.flatten().tolist()) for image in cached}) == 3
     originals = torch.randint(0, 256, (2, 3, 4, 5), generator=torch.Generator().manual_seed(1))
-    naive, cached = both_ways(model, lambda method, g: model.complete(originals, 2, 0.8, g, method))
+    naive, cached = sample_both_ways(model, lambda method, g: model.complete(originals, 2, 0.8, g, method))
     assert torch.equal(naive, cached) and torch.equal(cached[:, :, :2], originals[:, :, :2])
 
 
