@@ -419,11 +419,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row = {key: row[key] for key in FIELDS}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    summary = markdown(rows)
-    print("\n" + summary, flush=True)
-    if args.markdown:
-        args.markdown.write_text(summary + "\n")
-    return rows
+    return summarise(rows, markdown(rows), args)
 
 
 def main_pipeline(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> list[dict]:
@@ -439,7 +435,11 @@ def main_pipeline(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> lis
                            threads=args.threads if args.device == "cpu" else None)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    summary = pipeline_markdown(rows)
+    return summarise(rows, pipeline_markdown(rows), args)
+
+
+def summarise(rows: list[dict], summary: str, args: argparse.Namespace) -> list[dict]:
+    """Print the Markdown `summary` of `rows` (and write it to --markdown); returns the rows."""
     print("\n" + summary, flush=True)
     if args.markdown:
         args.markdown.write_text(summary + "\n")
