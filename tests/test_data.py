@@ -555,7 +555,7 @@ def test_setup_loads_once(mnist, monkeypatch):
     dm = MNISTDataModule(data_dir, val_size=N_VAL)
     dm.setup("fit")
     loaded = dm.train_dataset, dm.test_dataset
-    monkeypatch.setattr("pixel_lightning.data.datamodule.read_idx", lambda *args: pytest.fail("re-parsed"))
+    monkeypatch.setattr("pixel_lightning.data.mnist.read_idx", lambda *args: pytest.fail("re-parsed"))
     dm.setup("test")
     assert (dm.train_dataset, dm.test_dataset) == loaded
 

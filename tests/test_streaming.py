@@ -26,7 +26,7 @@ from test_checkpoint import model_checkpoint
 from pixel_lightning.callbacks.run_record import RunRecord
 from pixel_lightning.checkpoint import load_model
 from pixel_lightning.config import STREAMED_DATA_MODULE, data_module
-from pixel_lightning.data.datamodule import CIFAR10DataModule
+from pixel_lightning.data import CIFAR10DataModule
 from pixel_lightning.data.formats import read_cifar_npz
 from pixel_lightning.data.imagenet import PNGFolder, read_chrabaszcz_npz
 from pixel_lightning.data.prepare import MANIFEST, main, prepare, read_manifest, verify_split

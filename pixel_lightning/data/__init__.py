@@ -2,11 +2,8 @@
 class-conditional models). The streamed one, pixel_lightning.data.streaming (litdata chunks), is
 imported only where used."""
 
-from pixel_lightning.data.datamodule import (
-    BinarizedMNISTDataModule,
-    CIFAR10DataModule,
-    ImageDataModule,
-    MNISTDataModule,
-)
+from pixel_lightning.data.cifar10 import CIFAR10DataModule
+from pixel_lightning.data.datamodule import ImageDataModule
+from pixel_lightning.data.mnist import BinarizedMNISTDataModule, MNISTDataModule
 
 __all__ = ["BinarizedMNISTDataModule", "CIFAR10DataModule", "ImageDataModule", "MNISTDataModule"]

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pixel_lightning.data.datamodule import (
-    BinarizedMNISTDataModule,
-    CIFAR10DataModule,
-    ImageDataModule,
-    MNISTDataModule,
-    binarize_once,
-)
+from pixel_lightning.data.cifar10 import CIFAR10DataModule
+from pixel_lightning.data.datamodule import ImageDataModule, binarize_once
 from pixel_lightning.data.formats import read_cifar_batch_labels, read_cifar_npz, read_cifar_pickles
+from pixel_lightning.data.mnist import BinarizedMNISTDataModule, MNISTDataModule
 from pixel_lightning.errors import DataError
 
 BINARIZE_SEED = 12345  # the classifier's own fixed binarization of MNIST (2-level data)

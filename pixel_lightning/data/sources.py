@@ -20,15 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pixel_lightning.data.datamodule import (
-    BinarizedMNISTDataModule,
-    CIFAR10DataModule,
-    MNISTDataModule,
-    split_train_val,
-)
+from pixel_lightning.data.cifar10 import CIFAR10DataModule
+from pixel_lightning.data.datamodule import split_train_val
 from pixel_lightning.data.formats import corrupt
 from pixel_lightning.data.imagenet import IMAGENET_CLASSES, PNGFolder, read_chrabaszcz_npz
 from pixel_lightning.data.labelled import labelled_split
+from pixel_lightning.data.mnist import BinarizedMNISTDataModule, MNISTDataModule
 from pixel_lightning.errors import DataError
 
 CHRABASZCZ_NOTE = (
