@@ -31,11 +31,12 @@ class Measured(LearningCurve):
         return {"bpd": 1.0 / (1 + len(self.points))}
 
 
-def train(curve, clock, steps, seconds_per_step=1.0, batch=16, likelihood=True, datamodule=True):
+def train(curve, clock, steps, seconds_per_step=1.0, batch=16, likelihood=True, datamodule=True, fast_dev_run=0):
     timer = Timer(duration="00:00:10:00")
     timer._start_time[RunningStage.TRAINING] = 0.0
     trainer = SimpleNamespace(is_global_zero=True, global_step=0, loggers=[], callbacks=[timer],
-                              datamodule=SimpleNamespace() if datamodule else None)  # Measured.evaluate reads none
+                              datamodule=SimpleNamespace() if datamodule else None,  # Measured.evaluate reads none
+                              fast_dev_run=fast_dev_run)
     module = SimpleNamespace(device=torch.device("cpu"))
     if likelihood:
         module.log_prob = lambda images: None  # has a likelihood; Measured.evaluate stands in for measuring it
@@ -54,6 +55,13 @@ def test_a_fit_on_bare_dataloaders_has_no_held_out_split_so_no_curve(caplog):
     train(curve, clock, steps=10, datamodule=False)
     assert curve.points == []
     assert any("No learning curve for this run" in record.getMessage() for record in caplog.records)
+
+
+def test_a_fast_dev_run_measures_no_curve():
+    clock = FakeClock()
+    curve = Measured(every_seconds=3.0, every_images=64, clock=clock)
+    train(curve, clock, steps=10, fast_dev_run=1)
+    assert curve.points == []
 
 
 def test_points_at_the_asked_times_and_images_with_measurements_off_the_training_clock():

@@ -78,8 +78,9 @@ class LearningCurve(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start, self.measuring_s = self.clock() - self.elapsed, 0.0
         # nothing to measure for a model without a likelihood when sample quality is off (fid.num_samples=0),
-        # nor without a DataModule (a bare dataloader given to fit has no held-out split)
-        self.active = trainer.datamodule is not None and (
+        # nor without a DataModule (a bare dataloader given to fit has no held-out split), nor in a
+        # trainer.fast_dev_run (a check that the code runs: a curve of a few steps means nothing)
+        self.active = trainer.datamodule is not None and not getattr(trainer, "fast_dev_run", False) and (
             has_likelihood(pl_module) or bool(self.quality and self.quality.num_samples))
         if trainer.datamodule is None and trainer.is_global_zero:
             log.warning("No learning curve for this run: it is measured on the DataModule's validation split, and "
