@@ -359,7 +359,7 @@ def test_a_run_resumed_mid_epoch_neither_repeats_nor_skips_images(chunks, checkp
         trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                              enable_model_summary=False, max_epochs=1, limit_val_batches=0,
                              callbacks=[seen, every_5_steps])
-        trainer.fit(load_model(checkpoint), datamodule(str(chunks)), ckpt_path=ckpt_path, weights_only=False)
+        trainer.fit(load_model(checkpoint), datamodule(str(chunks)), ckpt_path=ckpt_path, weights_only=True)
         return seen.seen["train"]
 
     whole_epoch = fit()
