@@ -55,11 +55,11 @@ def test_pipeline_overhead_times_train_py_trainer_against_a_plain_loop(tmp_path)
     assert "| pixelcnn | binarized_mnist | (whole pipeline) |" in summary.read_text()
 
 
-def test_the_breakdown_removes_each_default_callback_and_the_logger():
+def test_the_breakdown_removes_each_default_callback_the_logger_and_all_of_them():
     from omegaconf import OmegaConf
     from run import parse, pipeline_parts
 
     callbacks = OmegaConf.load(REPO / "conf" / "callbacks" / "default.yaml")
     parts = pipeline_parts(parse(["--pipeline-overhead", "--breakdown"]))
-    assert parts == [None, *(f"callbacks.{name}" for name in callbacks), "logger"]
+    assert parts == [None, *(f"callbacks.{name}" for name in callbacks), "logger", "callbacks,logger"]
     assert "divergence_guard" in callbacks and "progress_bar" in callbacks

@@ -60,9 +60,9 @@ class NaNLoss(type(tiny_model())):
 
     nan_at = 3
 
-    def training_step(self, batch, batch_idx):
-        loss = super().training_step(batch, batch_idx)
-        return loss * float("nan") if self.global_step == self.nan_at else loss
+    def _step(self, batch, metric):  # the loss of a training step, before it is logged and returned
+        loss = super()._step(batch, metric)
+        return loss * float("nan") if self.training and self.global_step == self.nan_at else loss
 
 
 class NaNWeights(type(tiny_model())):

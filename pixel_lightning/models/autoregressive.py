@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pixel_lightning.logging_steps import is_logging_step
+from pixel_lightning.logging_steps import LogsStepWindow
 from pixel_lightning.metrics import NegativeLogLikelihood
 from pixel_lightning.models.distribution import AutoregressiveDistribution
 from pixel_lightning.models.outputs import output_spec
@@ -25,7 +25,7 @@ def _plain(config: Any) -> Any:
     return dict(config) if isinstance(config, Mapping) else config
 
 
-class AutoregressiveImageModel(AutoregressiveDistribution, pl.LightningModule):
+class AutoregressiveImageModel(LogsStepWindow, AutoregressiveDistribution, pl.LightningModule):
     """Trains `net` (see AutoregressiveDistribution) on the NLL of its images.
 
     Args:
@@ -70,10 +70,7 @@ class AutoregressiveImageModel(AutoregressiveDistribution, pl.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, self.train_nll)
-        # Only on logging steps, and not in the progress bar, whose values Lightning reads on the
-        # host after every step: a logged tensor is read when it is logged, once per window.
-        if is_logging_step(self._trainer):
-            self.log("train/loss", loss)
+        self.log_step(batch_idx, loss=loss)  # train/loss: its mean over each logging window
         return loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

@@ -39,8 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixel_lightning.errors import UserError
-from pixel_lightning.logging_steps import is_logging_step
+from pixel_lightning.logging_steps import LogsStepWindow
 from pixel_lightning.models.autoregressive import _plain
 from pixel_lightning.settings import check_condition
 
@@ -104,7 +103,7 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class DCGAN(pl.LightningModule):
+class DCGAN(LogsStepWindow, pl.LightningModule):
     """A generator and a discriminator trained adversarially on integer images (B, C, H, W).
 
     Args:
@@ -117,6 +116,8 @@ class DCGAN(pl.LightningModule):
             (g(z) + 1) / 2, "threshold" keeps the pixels where it is > 0.5.
         condition: None, or "class": a conditional GAN of the data's `classes` (module docstring).
     """
+
+    lr_setting = "model.optimizer.lr"  # what a diverged run's message tells to lower
 
     def __init__(
         self,
@@ -200,7 +201,6 @@ class DCGAN(pl.LightningModule):
         real_logits, fake_logits = self.discriminate(real, label), self.discriminate(fake.detach(), label)  # (B,)
         d_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         d_loss = d_loss + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-        self.stop_if_diverged(d_loss=d_loss)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
@@ -208,29 +208,15 @@ class DCGAN(pl.LightningModule):
         # Generator, non-saturating: make the updated discriminator call the fakes real.
         fooled_logits = self.discriminate(fake, label)
         g_loss = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
-        self.stop_if_diverged(g_loss=g_loss)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
 
-        losses = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
-        if is_logging_step(self._trainer):  # not per step, nor in the progress bar: both read the device
-            self.log_dict({f"train/{name}": value for name, value in losses.items()})
-            # D(x) and D(G(z)): the discriminator's mean belief that real and fake images are real.
-            self.log_dict(
-                {"train/d_real": torch.sigmoid(real_logits).mean(), "train/d_fake": torch.sigmoid(fake_logits).mean()}
-            )
-        return losses
-
-    def stop_if_diverged(self, **losses: torch.Tensor) -> None:
-        """Stop on a NaN or infinite loss, before it reaches the weights."""
-        for name, value in losses.items():
-            if not torch.isfinite(value):
-                raise UserError(
-                    f"DCGAN training diverged: {name} is {value.item()} at step {self.global_step} (epoch "
-                    f"{self.current_epoch}). The checkpoints written so far are intact. Train again with a lower "
-                    "learning rate (e.g. model.optimizer.lr=1e-4) or another seed."
-                )
+        # Means over each logging window; D(x) and D(G(z)): the discriminator's mean belief that
+        # real and fake images are real. A non-finite loss stops training at the logging step.
+        self.log_step(batch_idx, d_loss=d_loss, g_loss=g_loss,
+                      d_real=torch.sigmoid(real_logits).mean(), d_fake=torch.sigmoid(fake_logits).mean())
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
     def configure_optimizers(self):
         nets = [[self.generator], [self.discriminator]]
