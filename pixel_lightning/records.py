@@ -8,12 +8,12 @@ Fields (RECORD_FIELDS; null when not measured):
   model, dataset      the Hydra choices (`model=`, `data=`)
   task                train or eval;  status: running, finished or failed (error: its one line)
   params              parameter count
-  epochs, steps       passes over the training set (images trained on / training-set size)
+  epochs, steps       passes over the training set (images trained on, by every process, / training-set size)
                       and optimizer steps done
   train_time_s        wall time from the start of training to the end of its last batch (with
                       validation, sample grids and learning-curve points in between; without the
                       final grid and test)
-  train_images_per_s  images / time spent in training batches only (forward, backward, step):
+  train_images_per_s  images (of every process) / time spent in training batches only (forward, backward, step):
                       no validation, sampling or checkpointing
                       These four count the whole training, over every session of a resumed run
                       (null when an earlier session's are unknown: its checkpoint predates them);
@@ -46,12 +46,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from pixel_lightning.files import atomic_write
 
 RECORD_FIELDS = (
     "model", "dataset", "task", "status", "error", "params", "epochs", "steps", "train_time_s",
@@ -81,12 +82,10 @@ def blank_record(**known: Any) -> dict[str, Any]:
 
 
 def write_record(output_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Write `<output_dir>/record.json` atomically (a crash never leaves half a record)."""
+    """Write `<output_dir>/record.json` atomically and durably (a crash never leaves half a record)."""
     path = Path(output_dir) / RECORD_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path, "the run record") as f:
+        f.write((json.dumps(record, indent=2) + "\n").encode())
     return path
 
 

@@ -167,6 +167,8 @@ def test_ddp_smoke_run_has_one_folder_one_wandb_run_and_writes_outputs_once(ddp_
     reports = rank_reports(logs.parent / "ranks")
     assert [(r["rank"], r["world_size"], r["seed"]) for r in reports] == [(0, 2, 1234), (1, 2, 1235)]
     assert [r["images"] for r in reports] == [{"train": 80, "val": 32, "test": 32}] * 2
+    record = json.loads((out / "record.json").read_text())  # both processes' 160 images of the 50,000
+    assert record["epochs"] == pytest.approx(160 / 50_000) and record["steps"] == 5
 
 
 def test_a_multirun_with_ddp_is_refused_at_start_and_runs_nothing(tmp_path):

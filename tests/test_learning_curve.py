@@ -31,12 +31,13 @@ class Measured(LearningCurve):
         return {"bpd": 1.0 / (1 + len(self.points))}
 
 
-def train(curve, clock, steps, seconds_per_step=1.0, batch=16, likelihood=True, datamodule=True, fast_dev_run=0):
+def train(curve, clock, steps, seconds_per_step=1.0, batch=16, likelihood=True, datamodule=True, fast_dev_run=0,
+          world_size=1):
     timer = Timer(duration="00:00:10:00")
     timer._start_time[RunningStage.TRAINING] = 0.0
     trainer = SimpleNamespace(is_global_zero=True, global_step=0, loggers=[], callbacks=[timer],
                               datamodule=SimpleNamespace() if datamodule else None,  # Measured.evaluate reads none
-                              fast_dev_run=fast_dev_run)
+                              fast_dev_run=fast_dev_run, world_size=world_size)
     module = SimpleNamespace(device=torch.device("cpu"))
     if likelihood:
         module.log_prob = lambda images: None  # has a likelihood; Measured.evaluate stands in for measuring it
@@ -55,6 +56,13 @@ def test_a_fit_on_bare_dataloaders_has_no_held_out_split_so_no_curve(caplog):
     train(curve, clock, steps=10, datamodule=False)
     assert curve.points == []
     assert any("No learning curve for this run" in record.getMessage() for record in caplog.records)
+
+
+def test_under_ddp_the_images_of_every_process_count():
+    clock = FakeClock()
+    curve = Measured(every_seconds=None, every_images=64, clock=clock)
+    train(curve, clock, steps=4, world_size=2)  # 16 images a step on each of 2 processes
+    assert [(point["steps"], point["images"]) for point in curve.points] == [(2, 64), (4, 128)]
 
 
 def test_a_fast_dev_run_measures_no_curve():

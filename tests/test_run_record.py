@@ -177,3 +177,28 @@ def test_the_record_of_a_resumed_run_counts_the_whole_training_and_this_session_
     older = fit(tmp_path / "older", 4, last)
     assert (older["epochs"], older["train_time_s"], older["train_images_per_s"]) == (None, None, None)
     assert (older["steps"], older["session_epochs"], older["session_steps"]) == (16, 2, 8)
+
+
+def test_a_record_that_cannot_be_written_leaves_the_earlier_one_intact(monkeypatch, tmp_path):
+    """write_record goes through files.atomic_write: fsynced before the rename, and a failed write
+    (here a full disk at the fsync) is one OutputError naming the record, with the old file kept."""
+    import errno
+    import os
+
+    from pixel_lightning.errors import OutputError
+    from pixel_lightning.records import read_record, write_record
+
+    path = write_record(tmp_path, {"model": "pixelcnn", "status": "running"})
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    write_record(tmp_path, {"model": "pixelcnn", "status": "finished"})
+    assert synced and read_record(path)["status"] == "finished"
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OutputError, match=r"Could not write the run record .*record\.json: No space left on device"):
+        write_record(tmp_path, {"model": "pixelcnn", "status": "failed"})
+    assert read_record(path)["status"] == "finished" and [p.name for p in tmp_path.iterdir()] == ["record.json"]

@@ -87,7 +87,9 @@ class LearningCurve(pl.Callback):
                         "the fit was given bare dataloaders.")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.images_seen += len(batch if isinstance(batch, torch.Tensor) else batch[0])
+        # all processes' images (equal shards), as the run record counts them; every rank counts alike,
+        # so all of them measure at the same steps
+        self.images_seen += len(batch if isinstance(batch, torch.Tensor) else batch[0]) * trainer.world_size
         if self.active and self._due(self.training_clock()):
             if pl_module.device.type == "cuda":  # the clock must count the queued kernels, at intervals only
                 torch.cuda.synchronize(pl_module.device)

@@ -118,7 +118,9 @@ class RunRecord(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._last_batch_end = time.perf_counter()
         self.batch_seconds += self._last_batch_end - self._batch_start
-        self.batch_images += len(batch if isinstance(batch, torch.Tensor) else batch[0])
+        # every process trains on its own shard of equal batches: count them all, so that epochs are
+        # passes over the whole training set and images/s is the run's, under DDP too
+        self.batch_images += len(batch if isinstance(batch, torch.Tensor) else batch[0]) * trainer.world_size
         self._unsynced = self._cuda
 
     def _sync(self) -> None:
