@@ -6,6 +6,10 @@ On one CUDA GPU, for every model of conf/model/ with a likelihood (its config si
 - training images/s in fp32 and bf16-mixed, each eager and with torch.compile (the median step);
 - cached sampling images/s, and whether cached sampling on CUDA draws the same levels as naive
   sampling on CUDA, both in float64 (same weights, same generator);
+- whether train.py's own Trainer (every default callback, the W&B logger offline) synchronises
+  with the device between logging steps: 12 steps with `log_every_n_steps=4`, under
+  `torch.cuda.set_sync_debug_mode("error")` from each other step's start to its end, so that
+  any sync there raises ("none", or the first line of that error);
 
 and then the streamed loader's images/s on synthetic chunks in the ImageNet 32x32 format (written
 by `prepare` into a temporary folder, read by the StreamingImageDataModule). Meant to finish in
@@ -28,6 +32,7 @@ if not torch.cuda.is_available():
 
 import argparse  # noqa: E402  (after the CUDA check, so that a CPU machine fails at once)
 import json  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -60,6 +65,42 @@ def train_images_per_s(model: str, args: argparse.Namespace, precision: str, com
     for _ in range(2):  # warm-up (and compilation)
         step()
     return round(args.batch_size / statistics.median(step() for _ in range(args.steps)), 1)
+
+
+def pipeline_syncs(model: str, args: argparse.Namespace) -> dict:
+    import hydra
+    import pytorch_lightning as pl
+    from run import train_config
+    from torch.utils.data import DataLoader
+
+    from pixel_lightning.jobs import finish_wandb, make_trainer
+    from pixel_lightning.logging_steps import is_logging_step
+
+    class SyncsRaise(pl.Callback):  # first: every other hook of a step that is not a logging step is covered
+        def on_train_batch_start(self, trainer, *_) -> None:
+            torch.cuda.set_sync_debug_mode("default" if is_logging_step(trainer) else "error")
+
+    class SyncsAllowed(pl.Callback):  # last: Lightning's own logging after the step may read
+        def on_train_batch_end(self, *_) -> None:
+            torch.cuda.set_sync_debug_mode("default")
+
+    overrides = ["trainer.accelerator=cuda", "++trainer.max_steps=12", "trainer.log_every_n_steps=4",
+                 "trainer.limit_val_batches=0", "test=false", "callbacks.run_record.quality=null"]
+    with tempfile.TemporaryDirectory() as output_dir:
+        cfg = train_config(model, "cifar10", output_dir, args, overrides)
+        module = hydra.utils.instantiate(cfg.model)
+        trainer, loggers = make_trainer(cfg)
+        trainer.callbacks = [SyncsRaise(), *trainer.callbacks, SyncsAllowed()]
+        batches = torch.cat(random_batches(module, 12, args.batch_size))
+        try:
+            trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=args.batch_size))
+            found = "none"
+        except RuntimeError as err:  # "called a synchronizing CUDA operation"
+            found = str(err).splitlines()[0]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            finish_wandb(loggers)
+    return {"syncs_between_logging_steps": found}
 
 
 def sampling(model: str, args: argparse.Namespace) -> dict:
@@ -102,6 +143,7 @@ def main() -> None:
     parser.add_argument("--sample-images", type=int, default=16)
     parser.add_argument("--loader-images", type=int, default=50000)
     args = parser.parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")  # the pipeline check's logger, as train.py's default
     args.hidden = args.layers = args.image_size = None  # what run.build reads: the models' config sizes
     print(json.dumps({"gpu": torch.cuda.get_device_name(DEVICE), "date": time.strftime("%Y-%m-%d")}), flush=True)
     for model in args.models:
@@ -111,6 +153,7 @@ def main() -> None:
                 key = f"train_images_per_s_{precision}{'_compiled' if compiled else ''}"
                 row[key] = train_images_per_s(model, args, precision, compiled)
         row.update(sampling(model, args))
+        row.update(pipeline_syncs(model, args))
         print(json.dumps(row), flush=True)
     print(json.dumps(streamed_loader(args)), flush=True)
 

@@ -29,8 +29,8 @@ class PlainProgress(ProgressBar):
         epoch 2/3 step 1200/2346 loss 0.1234 412.5 images/s ETA 0:03:12
         epoch 2/3 validation: val/nll 95.1234 val/bpd 0.1750
 
-    The loss is the latest logged `train/loss` (logged every `trainer.log_every_n_steps` steps; "?"
-    before the first);
+    The loss is the latest logged `train/loss` (the mean over each `trainer.log_every_n_steps` window;
+    "?" before the first);
     images/s counts all processes; ETA extrapolates this run's pace over the remaining steps.
     """
 
