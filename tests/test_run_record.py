@@ -179,6 +179,24 @@ def test_the_record_of_a_resumed_run_counts_the_whole_training_and_this_session_
     assert (older["steps"], older["session_epochs"], older["session_steps"]) == (16, 2, 8)
 
 
+def test_testing_a_checkpoint_after_training_does_not_count_the_training_twice(tmp_path):
+    """train.py tests the best checkpoint after the fit, which restores its callback states, this
+    record's totals among them: they count this session already."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    record = RunRecord(str(tmp_path), "stand-in", "random", quality=None)
+    saving = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[record, saving], max_epochs=2,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0)
+    model, data = IndependentPixels(), RandomImages(count=32, batch_size=8)
+    trainer.fit(model, datamodule=data)
+    trainer.test(model, datamodule=data, ckpt_path="last")
+    saved = json.loads((tmp_path / "record.json").read_text())
+    assert saved["status"] == "finished" and (saved["epochs"], saved["session_epochs"], saved["steps"]) == (2, 2, 8)
+    assert saved["train_time_s"] == saved["session_train_time_s"]
+
+
 def test_a_record_that_cannot_be_written_leaves_the_earlier_one_intact(monkeypatch, tmp_path):
     """write_record goes through files.atomic_write: fsynced before the rename, and a failed write
     (here a full disk at the fsync) is one OutputError naming the record, with the old file kept."""

@@ -108,7 +108,11 @@ class RunRecord(pl.Callback):
         return {key: self.earlier[key] + session[key] for key in EARLIER_TOTALS}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the totals (numbers from a file: anything else leaves them unknown)."""
+        """Restore the totals (numbers from a file: anything else leaves them unknown) when a fit
+        resumes. Not after training here: the test then restores the best checkpoint's callback
+        states too, and those totals count this session already."""
+        if self._train_start is not None:
+            return
         if all(isinstance(state.get(key), (int, float)) and 0 <= state[key] < math.inf for key in EARLIER_TOTALS):
             self.earlier = {key: float(state[key]) for key in EARLIER_TOTALS}
 
