@@ -281,7 +281,8 @@ def pipeline_overhead(job: tuple[str, str, str | None, argparse.Namespace]) -> d
     steps = args.warmup + args.steps + 1
     overrides = [f"trainer.accelerator={device.type}", f"++trainer.max_steps={steps}", "trainer.limit_val_batches=0",
                  f"data.batch_size={args.batch_size}", "test=false", "callbacks.run_record.quality=null"]
-    overrides += [f"~{part}" for part in removed.split(",")] if removed else []
+    parts = removed.split(",") if removed else []  # "callbacks" drops the whole group: no setting inside it is left
+    overrides = [o for o in overrides if not any(o.startswith(f"{part}.") for part in parts)] + [f"~{p}" for p in parts]
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = train_config(model_name, data_name, output_dir, args, overrides)
         torch.manual_seed(0)
