@@ -191,3 +191,23 @@ def test_progress_is_rich_on_a_terminal_and_plain_lines_otherwise(monkeypatch):
     assert isinstance(progress_bar(), RichProgressBar)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     assert isinstance(progress_bar(5), PlainProgress) and progress_bar(5).every_n_seconds == 5
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_every_image_counter_counts_the_images_of_every_process(conditional, tmp_path):
+    """The progress line, the run record and the learning curve count a step's images alike: of
+    (B, C, H, W) or (images, labels) batches, times the processes."""
+    from types import SimpleNamespace
+
+    from pixel_lightning.callbacks import LearningCurve, PlainProgress, RunRecord
+
+    trainer = SimpleNamespace(world_size=2, global_step=0, log_every_n_steps=0)
+    images = torch.zeros(4, 1, 2, 2)
+    batch = [images, torch.zeros(4, dtype=torch.long)] if conditional else images
+    progress, record, curve = PlainProgress(), RunRecord(str(tmp_path)), LearningCurve(every_seconds=None)
+    progress.disable()
+    progress.on_train_start(trainer, None)
+    record.on_train_batch_start(trainer, None, batch, 0)
+    for callback in (progress, record, curve):
+        callback.on_train_batch_end(trainer, None, None, batch, 0)
+    assert progress._images == record.batch_images == curve.images_seen == 8

@@ -31,6 +31,7 @@ import torch
 from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.trainer.states import RunningStage
 
+from pixel_lightning.callbacks.images_seen import trained_images
 from pixel_lightning.evaluation.fid import SampleQuality, labelled_subset
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,7 @@ class LearningCurve(pl.Callback):
                         "the fit was given bare dataloaders.")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # all processes' images (equal shards), as the run record counts them; every rank counts alike,
-        # so all of them measure at the same steps
-        self.images_seen += len(batch if isinstance(batch, torch.Tensor) else batch[0]) * trainer.world_size
+        self.images_seen += trained_images(batch, trainer)  # alike on every rank: all measure at the same steps
         if self.active and self._due(self.training_clock()):
             if pl_module.device.type == "cuda":  # the clock must count the queued kernels, at intervals only
                 torch.cuda.synchronize(pl_module.device)

@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 
+from pixel_lightning.callbacks.images_seen import trained_images
 from pixel_lightning.logging_steps import is_logging_step, latest_logged
 
 
@@ -54,7 +55,7 @@ class PlainProgress(ProgressBar):
         self._start_step, self._images = trainer.global_step, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self._images += len(batch) * trainer.world_size
+        self._images += trained_images(batch, trainer)
         now = time.monotonic()
         edge = batch_idx == 0 or batch_idx + 1 == self.total_train_batches
         # Between the edges, lines wait for a logging step: the loss they show is a host read, which

@@ -33,6 +33,7 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
+from pixel_lightning.callbacks.images_seen import trained_images
 from pixel_lightning.callbacks.learning_curve import LearningCurve
 from pixel_lightning.callbacks.sample_grid import SampleGrid
 from pixel_lightning.images import make_grid, save_png
@@ -122,9 +123,7 @@ class RunRecord(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._last_batch_end = time.perf_counter()
         self.batch_seconds += self._last_batch_end - self._batch_start
-        # every process trains on its own shard of equal batches: count them all, so that epochs are
-        # passes over the whole training set and images/s is the run's, under DDP too
-        self.batch_images += len(batch if isinstance(batch, torch.Tensor) else batch[0]) * trainer.world_size
+        self.batch_images += trained_images(batch, trainer)  # every process's: epochs and images/s are the run's
         self._unsynced = self._cuda
 
     def _sync(self) -> None:
