@@ -70,7 +70,7 @@ def train_images_per_s(model: str, args: argparse.Namespace, precision: str, com
 def pipeline_syncs(model: str, args: argparse.Namespace) -> dict:
     import hydra
     import pytorch_lightning as pl
-    from run import train_config
+    from run import TRAINING_ONLY, train_config
     from torch.utils.data import DataLoader
 
     from pixel_lightning.jobs import finish_wandb, make_trainer
@@ -84,8 +84,7 @@ def pipeline_syncs(model: str, args: argparse.Namespace) -> dict:
         def on_train_batch_end(self, *_) -> None:
             torch.cuda.set_sync_debug_mode("default")
 
-    overrides = ["trainer.accelerator=cuda", "++trainer.max_steps=12", "trainer.log_every_n_steps=4",
-                 "trainer.limit_val_batches=0", "test=false", "callbacks.run_record.quality=null"]
+    overrides = ["trainer.accelerator=cuda", "++trainer.max_steps=12", "trainer.log_every_n_steps=4", *TRAINING_ONLY]
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = train_config(model, "cifar10", output_dir, args, overrides)
         module = hydra.utils.instantiate(cfg.model)

@@ -269,6 +269,10 @@ def train_config(model: str, data: str, output_dir: str, args: argparse.Namespac
     return cfg
 
 
+# train.py's trainer with training alone: no validation, no test and no sample quality at the end
+TRAINING_ONLY = ["trainer.limit_val_batches=0", "test=false", "callbacks.run_record.quality=null"]
+
+
 def pipeline_overhead(job: tuple[str, str, str | None, argparse.Namespace]) -> dict:
     """train.py's own Trainer (every callback of conf/callbacks/, the default W&B logger offline, the
     trainer config), without the callback or logger named `removed`, against a plain loop."""
@@ -279,8 +283,8 @@ def pipeline_overhead(job: tuple[str, str, str | None, argparse.Namespace]) -> d
     model_name, data_name, removed, args = job
     device = setup(args)
     steps = args.warmup + args.steps + 1
-    overrides = [f"trainer.accelerator={device.type}", f"++trainer.max_steps={steps}", "trainer.limit_val_batches=0",
-                 f"data.batch_size={args.batch_size}", "test=false", "callbacks.run_record.quality=null"]
+    overrides = [f"trainer.accelerator={device.type}", f"++trainer.max_steps={steps}",
+                 f"data.batch_size={args.batch_size}", *TRAINING_ONLY]
     parts = removed.split(",") if removed else []  # "callbacks" drops the whole group: no setting inside it is left
     overrides = [o for o in overrides if not any(o.startswith(f"{part}.") for part in parts)] + [f"~{p}" for p in parts]
     with tempfile.TemporaryDirectory() as output_dir:
