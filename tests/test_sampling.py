@@ -11,7 +11,8 @@ import torch
 from support import sample_both_ways, tiny_model
 from test_likelihood import constant_model
 
-from pixel_lightning.models.layers import ConvAtPosition, MaskedConv2d, ResidualNet
+from pixel_lightning.models.cached import ConvAtPosition
+from pixel_lightning.models.layers import MaskedConv2d, ResidualNet
 
 ARCHS = ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM"]
 DATA = [(1, 2), (3, 4)]  # (channels, levels): binary, and RGB with a softmax head

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixel_lightning.models.layers import ConvAtPosition
+from pixel_lightning.models.cached import ConvAtPosition
 from pixel_lightning.models.lstm import LSTM, PixelRNN
 
 

@@ -97,7 +97,7 @@ class AutoregressiveDistribution(nn.Module):
         the whole net for every draw, on rows <= r only (exact because the nets are causal,
         tested). `method="cached"` (the default) asks the net for `cached_sampler(batch, height,
         width)`, which computes one position at a time from what earlier positions left in its
-        caches (models/layers.py, CachedSampler); a net without one (or returning None) is
+        caches (models/cached.py, CachedSampler); a net without one (or returning None) is
         sampled naively. Both paths make the same draws in the same order, so for the same
         weights, generator and inputs they return the same levels (tested in float64).
         """

@@ -29,8 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pixel_lightning.models.cached import ConvAtPosition
 from pixel_lightning.models.conditioning import LabelBiases, label_biases
-from pixel_lightning.models.layers import ConvAtPosition, MaskedConv2d, OutputStack, causal_mask, check_sizes
+from pixel_lightning.models.layers import MaskedConv2d, OutputStack, causal_mask, check_sizes
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +150,7 @@ class GatedPixelCNN(nn.Module):
 
 
 class GatedPixelCNNAtPosition:
-    """The net at one position (r, c) per call, for cached sampling (see layers.CachedSampler).
+    """The net at one position (r, c) per call, for cached sampling (see cached.CachedSampler).
 
     When row r starts, row r-1 is final: the vertical stack runs once, on row r-1 only, through all
     layers (each layer's vertical input rows are kept), and gives the link's input of row r. Per

@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn as nn
 
-from pixel_lightning.models.layers import ConvAtPosition, MaskedConv2d, ResidualNet, causal_mask
+from pixel_lightning.models.cached import ConvAtPosition
+from pixel_lightning.models.layers import MaskedConv2d, ResidualNet, causal_mask
 
 
 class LSTM(nn.Module):

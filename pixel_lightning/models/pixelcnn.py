@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixel_lightning.models.layers import ConvAtPosition, MaskedConv2d, ResidualNet
+from pixel_lightning.models.cached import ConvAtPosition
+from pixel_lightning.models.layers import MaskedConv2d, ResidualNet
 
 
 class ResidualBlock(nn.Module):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from pixel_lightning.models.layers import ConvAtPosition
+from pixel_lightning.models.cached import ConvAtPosition
 from pixel_lightning.models.lstm import LSTM, PixelRNN
 
 
