@@ -1,19 +1,8 @@
-"""Evaluate a checkpoint: `python eval.py ckpt_path=<file.ckpt>` prints its test NLL, bits/dim,
-sampling time and FID, and writes them as <run>/record.json."""
+"""Evaluate a checkpoint: `python eval.py ckpt_path=<file.ckpt>` prints its test NLL, bits/dim, sampling
+time and FID, and writes them as <run>/record.json; the same as the installed command pixel-eval
+(pixel_lightning/commands/eval.py)."""
 
-import hydra
-from omegaconf import DictConfig
-
-import pixel_lightning  # noqa: F401  (registers the config resolvers)
-from pixel_lightning.cli import exit_if_jobs_failed, run_job
-from pixel_lightning.eval import evaluate
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    run_job(evaluate, cfg)
-
+from pixel_lightning.commands.eval import run
 
 if __name__ == "__main__":
-    main()
-    exit_if_jobs_failed()
+    run()

@@ -1,18 +1,7 @@
-"""Sample from a trained model: `python sample.py ckpt_path=<file.ckpt> num_samples=16`."""
+"""Sample from a trained model: `python sample.py ckpt_path=<file.ckpt> num_samples=16`, the same as the
+installed command pixel-sample (pixel_lightning/commands/sample.py)."""
 
-import hydra
-from omegaconf import DictConfig
-
-import pixel_lightning  # noqa: F401  (registers the config resolvers)
-from pixel_lightning.cli import exit_if_jobs_failed, run_job
-from pixel_lightning.sample import sample
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
-def main(cfg: DictConfig) -> None:
-    run_job(sample, cfg)
-
+from pixel_lightning.commands.sample import run
 
 if __name__ == "__main__":
-    main()
-    exit_if_jobs_failed()
+    run()

@@ -1,4 +1,4 @@
-"""The GPU check, for the day a GPU is lent (never run in CI; not yet run at all: README "Streaming").
+"""The GPU check, for the day a GPU is lent (never run in CI; not yet run at all: docs/streaming.md).
 
 On one CUDA GPU, for every model of conf/model/ with a likelihood (its config sizes, CIFAR-10's
 3x32x32 images with 256 levels, batch 16), it reports one JSON line with
@@ -27,8 +27,10 @@ import sys
 import torch
 
 if not torch.cuda.is_available():
-    sys.exit("error: benchmarks/gpu_check.py needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is "
-             "False). Run it on a GPU machine with the CUDA build of torch; CPU figures come from benchmarks/run.py.")
+    sys.exit(
+        "error: benchmarks/gpu_check.py needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is "
+        "False). Run it on a GPU machine with the CUDA build of torch; CPU figures come from benchmarks/run.py."
+    )
 
 import argparse  # noqa: E402  (after the CUDA check, so that a CPU machine fails at once)
 import json  # noqa: E402
@@ -110,10 +112,14 @@ def sampling(model: str, args: argparse.Namespace) -> dict:
         torch.cuda.synchronize(DEVICE)
         cached_per_s = args.sample_images / (time.perf_counter() - start)
         module = module.double()
-        levels = {method: module.sample(4, generator=torch.Generator(DEVICE).manual_seed(0), method=method)
-                  for method in ("naive", "cached")}
-    return {"cached_sample_images_per_s": round(cached_per_s, 2),
-            "cached_equals_naive_float64": bool(torch.equal(levels["naive"], levels["cached"]))}
+        levels = {
+            method: module.sample(4, generator=torch.Generator(DEVICE).manual_seed(0), method=method)
+            for method in ("naive", "cached")
+        }
+    return {
+        "cached_sample_images_per_s": round(cached_per_s, 2),
+        "cached_equals_naive_float64": bool(torch.equal(levels["naive"], levels["cached"])),
+    }
 
 
 def streamed_loader(args: argparse.Namespace) -> dict:

@@ -42,8 +42,10 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False, map_location: 
         if refused:
             problem = f"holds Python objects that a weights-only load refuses to build ({refused.group(1)})"
         elif _is_plain_pickle(path):
-            problem = ("is a plain Python pickle, not the zip format torch.save writes, and a weights-only load "
-                       "cannot read it; loading it in full could run any code it holds")
+            problem = (
+                "is a plain Python pickle, not the zip format torch.save writes, and a weights-only load "
+                "cannot read it; loading it in full could run any code it holds"
+            )
         else:  # garbage bytes also fail as an unpickling error
             raise _unreadable(path, err) from err
         raise CheckpointError(
@@ -73,6 +75,8 @@ def check_resumable(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
             "checkpoints/last.ckpt (or an epoch_*.ckpt) written by train.py; to sample from these weights use "
             "sample.py."
         )
+
+
 def _is_plain_pickle(path: Path) -> bool:
     """A pickle (PROTO opcode, protocol 2-5) that is not a zip archive."""
     with open(path, "rb") as f:
@@ -159,8 +163,10 @@ def saved_data(checkpoint: Mapping[str, Any]) -> Mapping[str, Any] | None:
     (`_target_`): the model's `data` hyper-parameter, or else the run record's copy (older DCGAN
     checkpoints keep only the image shape in their hyper-parameters)."""
     hparams, record = checkpoint.get("hyper_parameters"), checkpoint.get("run_record")
-    for data in (hparams.get("data") if isinstance(hparams, Mapping) else None,
-                 record.get("data") if isinstance(record, Mapping) else None):
+    for data in (
+        hparams.get("data") if isinstance(hparams, Mapping) else None,
+        record.get("data") if isinstance(record, Mapping) else None,
+    ):
         if isinstance(data, Mapping) and "_target_" in data:
             return data
     return None

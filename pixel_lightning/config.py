@@ -47,6 +47,12 @@ def unique_run_dir(parent: str) -> str:
     return _claimed_run_dirs[parent]
 
 
+def slurm_gpus(accelerator: object, devices: object) -> object:
+    """The GPUs per node a SLURM job asks for: one per device, none for a CPU trainer (a GPU request,
+    even of 0, cannot be met by a partition without GPUs)."""
+    return None if str(accelerator) == "cpu" else devices
+
+
 def path_name(path: str) -> str:
     """The last part of a path, e.g. a sweep folder's `<date>_<time>` for a W&B group name."""
     return Path(path).name
@@ -59,5 +65,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("unique_run_dir", unique_run_dir, use_cache=True)
     if not OmegaConf.has_resolver("data_module"):
         OmegaConf.register_new_resolver("data_module", data_module)
+    if not OmegaConf.has_resolver("slurm_gpus"):
+        OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus)
     if not OmegaConf.has_resolver("path_name"):
         OmegaConf.register_new_resolver("path_name", path_name)

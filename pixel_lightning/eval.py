@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from pixel_lightning.callbacks.run_record import RunRecord
-from pixel_lightning.checkpoint import check_fits, data_config, model_from_checkpoint, read_checkpoint
+from pixel_lightning.checkpoint import check_fits, data_config, model_from_checkpoint
 from pixel_lightning.jobs import (
     PrintTestLine,
     check_settings,
@@ -20,6 +20,7 @@ from pixel_lightning.jobs import (
     make_trainer,
     report_no_likelihood,
 )
+from pixel_lightning.pretrained import model_source, read_model_source
 from pixel_lightning.records import RECORD_NAME, quality_line, read_record
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,19 @@ def evaluate(cfg: DictConfig) -> dict:
     check_settings(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    checkpoint = read_checkpoint(cfg.ckpt_path, cfg.trust_checkpoint)
+    source = model_source(cfg.ckpt_path, cfg.pretrained)
+    checkpoint = read_model_source(source, cfg.trust_checkpoint)
+    trust = cfg.trust_checkpoint and "card" not in checkpoint  # a model folder's config is always checked
     names = checkpoint.get("run_record") or {}
-    model = model_from_checkpoint(checkpoint, cfg.ckpt_path, trust=cfg.trust_checkpoint)
+    model = model_from_checkpoint(checkpoint, source, trust=trust)
     # the checkpoint's data, read from this machine's data folder, with the overrides of eval.yaml's `data`
-    data = data_config(checkpoint, cfg.ckpt_path, cfg.trust_checkpoint)
+    data = data_config(checkpoint, source, trust)
     overrides = {key: value for key, value in cfg.data.items() if value is not None}
     evaluated = dict(data, data_dir=cfg.paths.data_dir) | overrides
     check_fits(
-        {"data": data}, {"data": evaluated}, cfg.ckpt_path,
+        {"data": data},
+        {"data": evaluated},
+        source,
         fix="Evaluate it on the data it was trained on: leave out the data overrides that change the dataset, the "
         "image shape or the levels (batch sizes and num_workers may change).",
     )
@@ -48,7 +53,7 @@ def evaluate(cfg: DictConfig) -> dict:
     record_cfg = cfg.callbacks.run_record
     record_cfg.model_name = record_cfg.model_name or names.get("model") or type(model).__name__
     record_cfg.dataset = record_cfg.dataset or names.get("dataset") or type(datamodule).__name__
-    trainer, loggers = make_trainer(cfg, first=[PrintTestLine("checkpoint", cfg.ckpt_path)])
+    trainer, loggers = make_trainer(cfg, first=[PrintTestLine("checkpoint", source)])
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

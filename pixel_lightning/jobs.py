@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from pixel_lightning.callbacks.restored_paths import RestoredPathGuard
+from pixel_lightning.loggers import instantiate_loggers
 from pixel_lightning.settings import check_setting
 
 
@@ -37,11 +38,23 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 # Settings whose wrong type would otherwise surface as an assertion deep inside Lightning or torch.
-INTEGER_SETTINGS = ("trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.num_nodes",
-                    "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps", "trainer.accumulate_grad_batches",
-                    "trainer.num_sanity_val_steps")
-NUMBER_SETTINGS = ("trainer.gradient_clip_val", "trainer.val_check_interval", "trainer.limit_train_batches",
-                   "trainer.limit_val_batches", "trainer.limit_test_batches")
+INTEGER_SETTINGS = (
+    "trainer.max_epochs",
+    "trainer.min_epochs",
+    "trainer.max_steps",
+    "trainer.num_nodes",
+    "trainer.check_val_every_n_epoch",
+    "trainer.log_every_n_steps",
+    "trainer.accumulate_grad_batches",
+    "trainer.num_sanity_val_steps",
+)
+NUMBER_SETTINGS = (
+    "trainer.gradient_clip_val",
+    "trainer.val_check_interval",
+    "trainer.limit_train_batches",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
+)
 BOOLEAN_SETTINGS = ("test", "trust_checkpoint")
 
 
@@ -55,6 +68,8 @@ def check_settings(cfg: DictConfig) -> None:
         check_setting(cfg, key, "number", 10, nullable=True)
     if "optimizer" in cfg:  # eval.py's config has no optimizer and no `test`
         check_setting(cfg, "optimizer.lr", "number", 0.001, above=0)
+    if cfg.get("fid"):  # the sample-quality step comes after the whole training or test
+        check_setting(cfg, "fid.temperature", "number", 1.0, above=0)
     for key in BOOLEAN_SETTINGS:
         if key in cfg:
             check_setting(cfg, key, "boolean", "true")
@@ -65,7 +80,7 @@ def make_trainer(cfg: DictConfig, first: Sequence[pl.Callback] = ()) -> tuple[pl
     returns it and the loggers. RestoredPathGuard is always there: a resume checkpoint's paths never
     reach ModelCheckpoint unchecked."""
     callbacks = [*first, *instantiate_group(cfg.get("callbacks")), RestoredPathGuard()]
-    loggers = instantiate_group(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"))
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
 
 
@@ -94,8 +109,12 @@ class PrintTestLine(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:  # one line per run, not one per DDP process
             metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-            report_test(metrics, self.checkpoint or trainer.ckpt_path or "", self.kind,
-                        condition=getattr(pl_module, "condition", None))
+            report_test(
+                metrics,
+                self.checkpoint or trainer.ckpt_path or "",
+                self.kind,
+                condition=getattr(pl_module, "condition", None),
+            )
 
 
 def report_test(
@@ -106,4 +125,3 @@ def report_test(
     source = f" ({kind} {checkpoint})" if checkpoint else " (final weights: no best checkpoint in the run's folder)"
     given = ", conditional: -log p(x | y)" if condition == "class" else ""
     print(f"Test NLL: {nll:.2f} nats/image, {bpd:.4f} bits/dim{given}{source}", flush=True)
-

@@ -67,8 +67,12 @@ class RunningValue:
 
     @staticmethod
     def start(value: torch.Tensor) -> RunningValue:
-        return RunningValue(torch.zeros_like(value), torch.ones_like(value, dtype=torch.bool),
-                            torch.zeros_like(value, dtype=torch.long), value)
+        return RunningValue(
+            torch.zeros_like(value),
+            torch.ones_like(value, dtype=torch.bool),
+            torch.zeros_like(value, dtype=torch.long),
+            value,
+        )
 
     def add(self, value: torch.Tensor, position: StepPosition) -> None:
         self.first_bad = torch.where(self.finite, value, self.first_bad)
@@ -116,8 +120,11 @@ class StepWindow:
 
     def divergence(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> NonFiniteError:
         """The error naming the first non-finite value of the window. Reads freely: it has diverged."""
-        bad = [(value.positions[int(value.leading)], name, value.first_bad.item())
-               for name, value in self.values.items() if not value.finite]
+        bad = [
+            (value.positions[int(value.leading)], name, value.first_bad.item())
+            for name, value in self.values.items()
+            if not value.finite
+        ]
         where, name, shown = min(bad, key=lambda found: found[0].step)
         latest = max(value.positions[-1].step for value in self.values.values())
         seen = f" (found at step {latest})" if latest != where.step else ""
@@ -161,8 +168,11 @@ def fixes(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> str:
     """The usual cures, with values one step more cautious than this run's."""
     setting = getattr(pl_module, "lr_setting", "optimizer.lr")
     lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer and trainer.optimizers else None
-    lower = f"a lower learning rate ({setting}={lr / 10:g}, a tenth of this run's)" if lr else \
-        f"a lower learning rate ({setting})"
+    lower = (
+        f"a lower learning rate ({setting}={lr / 10:g}, a tenth of this run's)"
+        if lr
+        else f"a lower learning rate ({setting})"
+    )
     if not pl_module.automatic_optimization:
         return f"Train again with {lower}, or clip the gradients in the module's training_step."
     clip = trainer.gradient_clip_val if trainer else None

@@ -6,7 +6,8 @@ error path and the comparison use it without loading the training stack.
 
 Fields (RECORD_FIELDS; null when not measured):
   model, dataset      the Hydra choices (`model=`, `data=`)
-  task                train or eval;  status: running, finished or failed (error: its one line)
+  task                train or eval;  status: running, finished, failed or interrupted (by SIGTERM or
+                      SIGINT; error: the one line of either)
   params              parameter count
   epochs, steps       passes over the training set (images trained on, by every process, / training-set size)
                       and optimizer steps done
@@ -55,20 +56,80 @@ from omegaconf import DictConfig, OmegaConf
 from pixel_lightning.files import atomic_write
 
 RECORD_FIELDS = (
-    "model", "dataset", "task", "status", "error", "params", "epochs", "steps", "train_time_s",
-    "train_images_per_s", "session_epochs", "session_steps", "session_train_time_s", "session_train_images_per_s",
-    "condition", "test_nll", "test_bpd", "sample_time_per_image_s", "fid", "fid_label", "classifier_score",
-    "label_accuracy", "peak_memory_mb", "peak_memory_kind", "device", "precision", "seed", "git_commit",
-    "sample_grid", "overrides", "wandb", "kid", "kid_std", "classes_covered", "curve",
+    "model",
+    "dataset",
+    "task",
+    "status",
+    "error",
+    "params",
+    "epochs",
+    "steps",
+    "train_time_s",
+    "train_images_per_s",
+    "session_epochs",
+    "session_steps",
+    "session_train_time_s",
+    "session_train_images_per_s",
+    "condition",
+    "test_nll",
+    "test_bpd",
+    "sample_time_per_image_s",
+    "fid",
+    "fid_label",
+    "classifier_score",
+    "label_accuracy",
+    "peak_memory_mb",
+    "peak_memory_kind",
+    "device",
+    "precision",
+    "seed",
+    "git_commit",
+    "sample_grid",
+    "overrides",
+    "wandb",
+    "kid",
+    "kid_std",
+    "classes_covered",
+    "curve",
 )
-NUMBER_FIELDS = ("params", "epochs", "steps", "train_time_s", "train_images_per_s", "session_epochs", "session_steps",
-                 "session_train_time_s", "session_train_images_per_s", "test_nll", "test_bpd",
-                 "sample_time_per_image_s", "fid", "classifier_score", "label_accuracy", "peak_memory_mb", "seed",
-                 "kid", "kid_std", "classes_covered")
-TEXT_FIELDS = ("model", "dataset", "task", "status", "error", "condition", "fid_label", "peak_memory_kind", "device",
-               "precision", "git_commit", "sample_grid")
+NUMBER_FIELDS = (
+    "params",
+    "epochs",
+    "steps",
+    "train_time_s",
+    "train_images_per_s",
+    "session_epochs",
+    "session_steps",
+    "session_train_time_s",
+    "session_train_images_per_s",
+    "test_nll",
+    "test_bpd",
+    "sample_time_per_image_s",
+    "fid",
+    "classifier_score",
+    "label_accuracy",
+    "peak_memory_mb",
+    "seed",
+    "kid",
+    "kid_std",
+    "classes_covered",
+)
+TEXT_FIELDS = (
+    "model",
+    "dataset",
+    "task",
+    "status",
+    "error",
+    "condition",
+    "fid_label",
+    "peak_memory_kind",
+    "device",
+    "precision",
+    "git_commit",
+    "sample_grid",
+)
 REQUIRED_FIELDS = ("model", "dataset", "status")
-STATUSES = ("running", "finished", "failed")
+STATUSES = ("running", "finished", "failed", "interrupted")
 CURVE_FIELDS = ("time_s", "images", "steps", "bpd", "bpd_se", "kid", "kid_std")
 LARGEST = 1e15  # no measured quantity comes near: a larger number is a broken file, and would break the plots
 RECORD_NAME = "record.json"
@@ -82,11 +143,23 @@ def blank_record(**known: Any) -> dict[str, Any]:
 
 
 def write_record(output_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Write `<output_dir>/record.json` atomically and durably (a crash never leaves half a record)."""
+    """Write `<output_dir>/record.json` atomically and durably (a crash never leaves half a record),
+    as strict JSON: a number that is not finite (NaN, inf: no JSON number) is written null, not measured."""
     path = Path(output_dir) / RECORD_NAME
     with atomic_write(path, "the run record") as f:
-        f.write((json.dumps(record, indent=2) + "\n").encode())
+        f.write((json.dumps(finite_or_null(record), indent=2, allow_nan=False) + "\n").encode())
     return path
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every float that is not finite, however deep in its dicts and lists, as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -106,7 +179,7 @@ def check_record(data: Any) -> dict[str, Any]:
         raise ValueError(f"status {str(data['status'])[:40]!r} is none of {', '.join(STATUSES)}")
     record = blank_record() | {key: value for key, value in data.items() if key in RECORD_FIELDS}
     for field in NUMBER_FIELDS:
-        _check_number(field, record[field])
+        check_number(field, record[field])
     for field in TEXT_FIELDS:
         if record[field] is not None and not isinstance(record[field], str):
             raise ValueError(f"{field} is a {type(record[field]).__name__}, not text")
@@ -116,20 +189,27 @@ def check_record(data: Any) -> dict[str, Any]:
     wandb = record["wandb"]
     if wandb is not None and not (isinstance(wandb, dict) and all(isinstance(v, str | None) for v in wandb.values())):
         raise ValueError("wandb is not an object of text values")
-    curve = record["curve"]
-    if curve is not None:
-        if not isinstance(curve, list) or not all(isinstance(point, dict) for point in curve):
-            raise ValueError("curve is not a list of objects")
-        for i, point in enumerate(curve):
-            for field in CURVE_FIELDS:
-                _check_number(f"curve[{i}].{field}", point.get(field))
-            if point.get("time_s") is None or point.get("images") is None:
-                raise ValueError(f"curve[{i}] has no time_s or images")
-        record["curve"] = [{field: point.get(field) for field in CURVE_FIELDS} for point in curve]
+    if record["curve"] is not None:
+        record["curve"] = check_curve(record["curve"])
     return record
 
 
-def _check_number(name: str, value: Any) -> None:
+def check_curve(curve: Any) -> list[dict[str, Any]]:
+    """The learning-curve points in `curve` (a record's, or a checkpoint's), each with every
+    CURVE_FIELDS field, or a ValueError saying what is wrong: not a list of objects, a number that
+    is not one (or not finite, or beyond LARGEST), no time_s or images."""
+    if not isinstance(curve, list) or not all(isinstance(point, dict) for point in curve):
+        raise ValueError("curve is not a list of objects")
+    for i, point in enumerate(curve):
+        for field in CURVE_FIELDS:
+            check_number(f"curve[{i}].{field}", point.get(field))
+        if point.get("time_s") is None or point.get("images") is None:
+            raise ValueError(f"curve[{i}] has no time_s or images")
+    return [{field: point.get(field) for field in CURVE_FIELDS} for point in curve]
+
+
+def check_number(name: str, value: Any) -> None:
+    """A ValueError unless `value` is None or a number (not a bool), finite and within +-LARGEST."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -164,22 +244,30 @@ def quality_line(record: dict[str, Any]) -> str:
         return "Sample quality: not measured (fid.num_samples=0)"
     classifier = record["fid_label"].split("(")[1].split(",")[0]
     accuracy = "" if record["label_accuracy"] is None else f"; label accuracy: {100 * record['label_accuracy']:.1f}%"
-    return (f"Sampling: {record['sample_time_per_image_s']:.4g} s/image; {record['fid_label']}: {record['fid']:.2f}; "
-            f"IS ({classifier}): {record['classifier_score']:.2f}{accuracy}")
+    return (
+        f"Sampling: {record['sample_time_per_image_s']:.4g} s/image; {record['fid_label']}: {record['fid']:.2f}; "
+        f"IS ({classifier}): {record['classifier_score']:.2f}{accuracy}"
+    )
 
 
-def record_failure(cfg: DictConfig, output_dir: str | Path, error: str) -> Path | None:
-    """After a failed job: mark its record (written so far, or a new one with what the config
-    says) failed with the error's one-line message. Only for jobs that record (train, eval)."""
+def record_failure(cfg: DictConfig, output_dir: str | Path, error: str, status: str = "failed") -> Path | None:
+    """After a failed (or an interrupted) job: mark its record (written so far, or a new one with
+    what the config says) with `status` and the error's one-line message. Only for jobs that
+    record (train, eval)."""
     spec = OmegaConf.select(cfg, "callbacks.run_record", throw_on_resolution_failure=False)
     if not spec:
         return None
     path = Path(output_dir) / RECORD_NAME
     record = read_record(path) if path.is_file() else blank_record()
-    for field, key in (("model", "model_name"), ("dataset", "dataset"), ("task", "task"), ("seed", "seed"),
-                       ("overrides", "overrides")):
+    for field, key in (
+        ("model", "model_name"),
+        ("dataset", "dataset"),
+        ("task", "task"),
+        ("seed", "seed"),
+        ("overrides", "overrides"),
+    ):
         if record[field] is None:  # the config may be what failed: take what resolves
             value = OmegaConf.select(spec, key, throw_on_resolution_failure=False)
             record[field] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    record.update(status="failed", error=" ".join(error.split()) or "unknown error")
+    record.update(status=status, error=" ".join(error.split()) or "unknown error")
     return write_record(output_dir, record)

@@ -25,6 +25,7 @@ ALLOWED_TARGETS = frozenset(
         "pixel_lightning.models.diagonal_bilstm.DiagonalBiLSTM",
         "pixel_lightning.models.spatial_lstm.SpatialLSTM",
         "pixel_lightning.models.gated_pixelcnn.GatedPixelCNN",
+        "pixel_lightning.models.pixelsnail.PixelSNAIL",
         "pixel_lightning.models.AutoregressiveImageModel",
         "pixel_lightning.data.BinarizedMNISTDataModule",
         "pixel_lightning.data.MNISTDataModule",

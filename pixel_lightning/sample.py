@@ -13,27 +13,32 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pixel_lightning.checkpoint import data_config, model_from_checkpoint, read_checkpoint
+from pixel_lightning.checkpoint import data_config, model_from_checkpoint
 from pixel_lightning.errors import UserError
 from pixel_lightning.files import atomic_write
-from pixel_lightning.images import make_grid, save_png
+from pixel_lightning.images import picture, save_png
+from pixel_lightning.pretrained import DEFAULT_MODEL, model_source, read_model_source
 from pixel_lightning.settings import check_setting
 
 log = logging.getLogger(__name__)
 
 
 def pick_device(name: object) -> torch.device:
-    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
         raise UserError(
-            f"device must be auto, cpu, cuda or cuda:<index>, but it is {name}. Fix the override, e.g. device=auto."
+            f"device must be auto, cpu, mps, cuda or cuda:<index>, but it is {name}. Fix the override, e.g. "
+            "device=auto."
         )
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "auto":  # a CUDA GPU, else Apple's GPU (MPS), else the CPU
+        return torch.device(
+            "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device=mps was asked for but no Apple GPU (MPS) is available. Use device=cpu or device=auto.")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device={name} was asked for but no CUDA GPU is visible. Use device=cpu or device=auto.")
     device = torch.device(name)
@@ -87,46 +92,35 @@ def check_label_settings(cfg: DictConfig) -> None:
         )
 
 
-def sample_labels(cfg: DictConfig, model) -> tuple[torch.Tensor | None, int | None]:
+def sample_labels(cfg: DictConfig, model, source: str = "This model") -> tuple[torch.Tensor | None, int | None]:
     """The labels (n,) of the images to draw, None for an unconditional model, and the images per
     grid row: `label=` for all num_samples images, else (labels=all, the default of a conditional
-    model) one row of num_samples images per class."""
+    model) one row of num_samples images per class. First refuses more images than the memory
+    holds (check_output_fits), before building a label (8 bytes) for each."""
     classes = getattr(model, "classes", 0)
     if not classes:
         if cfg.label is not None or cfg.labels is not None:
             raise UserError(
                 f"label= and labels= need a class-conditional checkpoint (trained with model.condition=class), but "
-                f"{cfg.ckpt_path} holds an unconditional model: it cannot be asked for a class. Leave them out, or "
+                f"{source} holds an unconditional model: it cannot be asked for a class. Leave them out, or "
                 "use the checkpoint of a model trained with model.condition=class."
             )
+        check_output_fits(cfg.num_samples, model.image_shape, f"num_samples={cfg.num_samples}")
         return None, cfg.nrow
     if cfg.label is None:
+        check_output_fits(
+            classes * cfg.num_samples,
+            model.image_shape,
+            f"num_samples={cfg.num_samples} for each of its {classes} classes",
+        )
         return torch.arange(classes).repeat_interleave(cfg.num_samples), cfg.num_samples
     if cfg.label >= classes:
         raise UserError(
             f"label={cfg.label} is not a class of this checkpoint's model: its classes are numbered 0 to "
             f"{classes - 1}. Fix the override, e.g. label={classes - 1}."
         )
+    check_output_fits(cfg.num_samples, model.image_shape, f"num_samples={cfg.num_samples}")
     return torch.full((cfg.num_samples,), cfg.label), cfg.nrow
-
-
-def test_images(data: dict, data_dir: str, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The first `count` test images of the dataset of config `data` (a checkpoint's, already
-    checked), and their labels when the data is class-conditional (else None)."""
-    data_cfg = dict(data, data_dir=data_dir)
-    datamodule = hydra.utils.instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    available = len(datamodule.test_dataset)
-    if count > available:
-        raise UserError(
-            f"completion.num_images={count} asks for more images than the {available} of the {datamodule.name} test "
-            f"split. Use completion.num_images={available} or fewer."
-        )
-    items = [datamodule.test_dataset[i] for i in range(count)]
-    if datamodule.condition == "class":  # (image, label) items
-        return torch.stack([image for image, _ in items]), torch.stack([label for _, label in items])
-    return torch.stack(items), None
 
 
 def in_batches(draw: Callable[[int, int], torch.Tensor], count: int, batch_size: int) -> torch.Tensor:
@@ -167,8 +161,14 @@ def available_memory() -> int:
 
 
 def complete_grid(
-    model, originals: torch.Tensor, observed_rows: int, per_image: int, generator, method: str = "cached",
-    batch_size: int = 64, labels: torch.Tensor | None = None,
+    model,
+    originals: torch.Tensor,
+    observed_rows: int,
+    per_image: int,
+    generator,
+    method: str = "cached",
+    batch_size: int = 64,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rows of [occluded, completion 1..per_image, original], as in the paper's Figure 6; given
     the originals' `labels` (N,), each completion keeps its original's."""
@@ -193,16 +193,16 @@ def sample(cfg: DictConfig) -> Path:
     """Write a PNG grid (and optionally .npy levels) into the job's output folder; returns the PNG path."""
     check_sample_settings(cfg)
     device = pick_device(cfg.device)
-    checkpoint = read_checkpoint(cfg.ckpt_path, cfg.trust_checkpoint, map_location=device)
-    model = model_from_checkpoint(checkpoint, cfg.ckpt_path, cfg.trust_checkpoint, sampling=True).to(device)
+    source = model_source(cfg.ckpt_path, cfg.pretrained, default=DEFAULT_MODEL)
+    checkpoint = read_model_source(source, cfg.trust_checkpoint, map_location=device)
+    trust = cfg.trust_checkpoint and "card" not in checkpoint  # a model folder's config is always checked
+    model = model_from_checkpoint(checkpoint, source, trust, sampling=True).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     if cfg.mode == "sample":
         options = {"method": cfg.method} if hasattr(model, "complete") else {}  # a GAN draws in one pass anyway
-        labels, nrow = sample_labels(cfg, model)
+        labels, nrow = sample_labels(cfg, model, source)  # refuses an output larger than the memory first
         count = cfg.num_samples if labels is None else len(labels)
-        check_output_fits(count, model.image_shape, f"num_samples={cfg.num_samples}" if labels is None or
-                          count == cfg.num_samples else f"num_samples={cfg.num_samples} for each of its classes")
 
         def draw(first: int, n: int) -> torch.Tensor:
             label = {} if labels is None else {"label": labels[first : first + n].to(device)}
@@ -224,13 +224,21 @@ def sample(cfg: DictConfig) -> Path:
                 f"checkpoint, but it is {observed}. Fix the override, e.g. completion.observed_rows={height // 2}."
             )
         per_image = cfg.completion.samples_per_image
-        check_output_fits(cfg.completion.num_images * (per_image + 2), model.image_shape,
-                          f"completion.num_images={cfg.completion.num_images} with samples_per_image={per_image}")
-        data = data_config(checkpoint, cfg.ckpt_path, cfg.trust_checkpoint)
-        originals, labels = test_images(data, cfg.paths.data_dir, cfg.completion.num_images)
+        check_output_fits(
+            cfg.completion.num_images * (per_image + 2),
+            model.image_shape,
+            f"completion.num_images={cfg.completion.num_images} with samples_per_image={per_image}",
+        )
+        # here, not at the top: the data package loads Lightning, which sampling alone never needs
+        from pixel_lightning.data.first_images import first_test_images
+
+        data = data_config(checkpoint, source, trust)
+        originals, labels = first_test_images(
+            data, cfg.paths.data_dir, cfg.completion.num_images, "completion.num_images"
+        )
         levels = complete_grid(model, originals, observed, per_image, generator, cfg.method, cfg.batch_size, labels)
         nrow = cfg.completion.samples_per_image + 2
-    path = save_png(make_grid(levels, model.levels, nrow=nrow), output_dir / f"{cfg.mode}s.png")
+    path = save_png(picture(levels, model.levels, nrow=nrow), output_dir / f"{cfg.mode}s.png")
     if cfg.save_npy:
         with atomic_write(output_dir / f"{cfg.mode}s.npy", "the sampled levels") as f:
             np.save(f, levels.numpy().astype(np.int64))

@@ -30,8 +30,12 @@ def check_setting(
         return
     valid = isinstance(value, _KINDS[kind]) and (kind == "boolean" or not isinstance(value, bool))
     if valid and kind != "boolean":
-        valid = (math.isfinite(value) and (at_least is None or value >= at_least)
-                 and (at_most is None or value <= at_most) and (above is None or value > above))
+        valid = (
+            math.isfinite(value)
+            and (at_least is None or value >= at_least)
+            and (at_most is None or value <= at_most)
+            and (above is None or value > above)
+        )
     if not valid:
         wanted = {"integer": "an integer", "number": "a number", "boolean": "true or false"}[kind]
         if at_least is not None and at_most is not None:

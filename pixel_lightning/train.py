@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import WeightAveraging
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
@@ -72,7 +73,9 @@ def check_resume(cfg: DictConfig) -> dict[str, Any]:
         if data is not None:  # older DCGAN checkpoints name their data module in the run record only
             hparams = {**hparams, "data": data}
         check_fits(
-            hparams, compared, cfg.ckpt_path,
+            hparams,
+            compared,
+            cfg.ckpt_path,
             fix="Resume with the settings of the run that wrote it (its .hydra/config.yaml lists them), "
             "or leave out ckpt_path to start a fresh run.",
         )
@@ -102,18 +105,30 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("test") and not is_overridden("test_step", model):  # no likelihood (the DCGAN)
             report_no_likelihood(model)
         elif cfg.get("test"):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=weights_only)
+            evaluate_best(trainer, model, datamodule, weights_only)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
         record_path = Path(cfg.paths.output_dir) / RECORD_NAME
         record = read_record(record_path) if trainer.is_global_zero and record_path.is_file() else None
         if record is not None and record["status"] == "finished":
             print(quality_line(record), flush=True)
+            # sample quality for a sweeper (optimized_metric=record/kid): the one score of a model without a likelihood
+            metrics.update({f"record/{name}": record[name] for name in ("kid", "fid") if record[name] is not None})
     except BaseException:
         finish_wandb(loggers, failed=True)
         raise
     finish_wandb(loggers)
     return metrics
+
+
+def evaluate_best(trainer: pl.Trainer, model: pl.LightningModule, datamodule, weights_only: bool) -> None:
+    """Test the best checkpoint on the weights that validation measured and chose. With weight
+    averaging (callbacks.ema) those are the averaged weights, the checkpoint's `state_dict`; but
+    Lightning's WeightAveraging, on loading a checkpoint, puts the raw weights it keeps beside them
+    (`current_model_state`) back into the model, so the test would measure other weights than
+    validation chose and than eval.py or an export reads. It leaves the trainer first."""
+    trainer.callbacks = [callback for callback in trainer.callbacks if not isinstance(callback, WeightAveraging)]
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=weights_only)
 
 
 def refuse_relaunch_in_multirun(trainer: pl.Trainer) -> None:
@@ -143,8 +158,15 @@ def log_setup(trainer: pl.Trainer, batch_size: int) -> None:
     strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
     log.info(
         "Setup: accelerator=%s devices=%d nodes=%d strategy=%s precision=%s batch=%d per device, %d global "
-        "(x %d processes x %d accumulated)", accelerator, trainer.num_devices, trainer.num_nodes, strategy,
-        trainer.precision, batch_size, batch_size * processes * trainer.accumulate_grad_batches, processes,
+        "(x %d processes x %d accumulated)",
+        accelerator,
+        trainer.num_devices,
+        trainer.num_nodes,
+        strategy,
+        trainer.precision,
+        batch_size,
+        batch_size * processes * trainer.accumulate_grad_batches,
+        processes,
         trainer.accumulate_grad_batches,
     )
 

@@ -41,9 +41,20 @@ class RandomImages(ImageDataModule):
     name, folder, shape = "random images", ".", SHAPE
 
     def __init__(self, count: int, eval_batch_size: int) -> None:
-        super().__init__(".", batch_size=eval_batch_size, num_workers=0, pin_memory=False, download=False,
-                         eval_batch_size=eval_batch_size, channels=1, height=4, width=4, levels=2,
-                         produced_levels=2, levels_because="binary images")
+        super().__init__(
+            ".",
+            batch_size=eval_batch_size,
+            num_workers=0,
+            pin_memory=False,
+            download=False,
+            eval_batch_size=eval_batch_size,
+            channels=1,
+            height=4,
+            width=4,
+            levels=2,
+            produced_levels=2,
+            levels_because="binary images",
+        )
         self.count = count
 
     def prepare_data(self) -> None:
@@ -59,8 +70,13 @@ def evaluate(checkpoint: str, devices: int, report: str) -> dict[str, dict[str, 
     each process writes `<report>.rank<r>.json` (probes.RankImages)."""
     model = load_model(checkpoint)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=devices, strategy=DDPStrategy(broadcast_buffers=False) if devices > 1 else "auto",
-        logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        accelerator="cpu",
+        devices=devices,
+        strategy=DDPStrategy(broadcast_buffers=False) if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
         callbacks=[RankImages(report)],
     )
     results = {}

@@ -57,8 +57,16 @@ class SeenIds(pl.Callback):
 
 def trainer(devices: int, callbacks: list, **kwargs) -> pl.Trainer:
     strategy = DDPStrategy(broadcast_buffers=False) if devices > 1 else "auto"
-    return pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=callbacks, **kwargs)
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **kwargs,
+    )
 
 
 def datamodule(chunks: str) -> StreamingImageDataModule:
@@ -69,8 +77,9 @@ def run(chunks: str, checkpoint: str, devices: int) -> dict:
     """Test the checkpoint, then train it for one epoch; what this process saw and the test NLL."""
     model, seen = load_model(checkpoint), SeenIds()
     (result,) = trainer(devices, [seen], enable_checkpointing=False).test(model, datamodule(chunks), verbose=False)
-    trainer(devices, [seen], enable_checkpointing=False, max_epochs=1, limit_val_batches=0).fit(model,
-                                                                                                datamodule(chunks))
+    trainer(devices, [seen], enable_checkpointing=False, max_epochs=1, limit_val_batches=0).fit(
+        model, datamodule(chunks)
+    )
     return {"test_ids": seen.seen["test"], "train_ids": seen.seen["train"], "test_nll": result["test/nll"]}
 
 

@@ -16,12 +16,20 @@ import torch
 
 class FitProbe(pl.Callback):
     """Saves to `path`: the weights, optimizer state and global step at fit start, and the number
-    of training batches this process ran. With `kill_at_step`, the process SIGKILLs itself once
-    that step is done (before the step's checkpoint), i.e. a crash mid-epoch. With
-    `keep_state_at_step`, also the weights and optimizer state once that step is done."""
+    of training batches this process ran. With `kill_at_step`, the process sends itself
+    `kill_signal` (SIGKILL: a crash mid-epoch; SIGTERM, SIGINT: an interruption) once that step is
+    done (before the step's checkpoint). With `keep_state_at_step`, also the weights and optimizer
+    state once that step is done."""
 
-    def __init__(self, path: str, kill_at_step: int | None = None, keep_state_at_step: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        kill_at_step: int | None = None,
+        keep_state_at_step: int | None = None,
+        kill_signal: str = "SIGKILL",
+    ) -> None:
         self.path, self.kill_at_step, self.keep_state_at_step = path, kill_at_step, keep_state_at_step
+        self.kill_signal = signal.Signals[kill_signal]
         self.report: dict = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -33,7 +41,7 @@ class FitProbe(pl.Callback):
         if trainer.global_step == self.keep_state_at_step:
             self.report["state_at_step"] = state(trainer, pl_module)
         if trainer.global_step == self.kill_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.kill_signal)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         torch.save(self.report, self.path)
@@ -53,8 +61,10 @@ class CrashAtStep(pl.Callback):
 
 def state(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
     """Copies of the weights and the optimizer state (their tensors change in place)."""
-    return {"state_dict": copy.deepcopy(pl_module.state_dict()),
-            "optimizer": copy.deepcopy(trainer.optimizers[0].state_dict())}
+    return {
+        "state_dict": copy.deepcopy(pl_module.state_dict()),
+        "optimizer": copy.deepcopy(trainer.optimizers[0].state_dict()),
+    }
 
 
 class RankImages(pl.Callback):

@@ -31,11 +31,18 @@ def tiny_model(
     output: dict | None = None,
     **net,
 ):
-    """A small AutoregressiveImageModel for unit tests (`output`: the model's output setting, None categorical)."""
+    """A small AutoregressiveImageModel for unit tests (`output`: the model's output setting, None categorical);
+    of the sizes hidden, layers and output_hidden (tiny ones unless given), those the net takes."""
+    import inspect
+
+    import hydra
+
     from pixel_lightning.models import AutoregressiveImageModel
 
     net_cfg = {"_target_": f"pixel_lightning.models.{arch}", "channels": channels, "levels": levels}
-    net_cfg.update({"hidden": 12, "layers": 1, "output_hidden": 24} | net)
+    takes = inspect.signature(hydra.utils.get_class(net_cfg["_target_"])).parameters
+    sizes = {"hidden": 12, "layers": 1, "output_hidden": 24}  # given or not, kept only where the net takes them
+    net_cfg.update({k: v for k, v in (sizes | net).items() if k in takes or k not in sizes})
     return AutoregressiveImageModel(
         net=net_cfg,
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
@@ -78,8 +85,13 @@ def assert_fed_alike(naive_fed: list, cached_fed: list, atol: float, rtol: float
     assert naive_fed and len(naive_fed) == len(cached_fed), f"{len(naive_fed)} naive draws, {len(cached_fed)} cached"
     for i, ((ch, expected), (cached_ch, actual)) in enumerate(zip(naive_fed, cached_fed)):
         assert ch == cached_ch, f"draw {i}: channel {ch} naive, {cached_ch} cached"
-        torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol,
-                                   msg=lambda m: f"draw {i} of {len(naive_fed)} (channel {ch}), cached vs naive: {m}")
+        torch.testing.assert_close(
+            actual,
+            expected,
+            rtol=rtol,
+            atol=atol,
+            msg=lambda m: f"draw {i} of {len(naive_fed)} (channel {ch}), cached vs naive: {m}",
+        )
 
 
 def tiny_binarized_mnist(folder: Path, monkeypatch, size: int = 16) -> Path:

@@ -9,7 +9,7 @@ import pytest
 from support import REPO, requires_data
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from run import FIELDS  # noqa: E402
+from run import FIELDS, parse  # noqa: E402
 
 
 @pytest.mark.slow
@@ -57,9 +57,26 @@ def test_pipeline_overhead_times_train_py_trainer_against_a_plain_loop(tmp_path)
 
 def test_the_breakdown_removes_each_default_callback_the_logger_and_all_of_them():
     from omegaconf import OmegaConf
-    from run import parse, pipeline_parts
+    from run import pipeline_parts
 
     callbacks = OmegaConf.load(REPO / "conf" / "callbacks" / "default.yaml")
     parts = pipeline_parts(parse(["--pipeline-overhead", "--breakdown"]))
     assert parts == [None, *(f"callbacks.{name}" for name in callbacks), "logger", "callbacks,logger"]
     assert "divergence_guard" in callbacks and "progress_bar" in callbacks
+
+
+def test_the_default_models_are_every_net_with_a_cached_sampler():
+    # Ground truth from the nets themselves: each likelihood model of conf/model/ at its config size,
+    # in the list exactly when its net gives a cached sampler.
+    from run import MODELS, build
+
+    args = parse([])
+    cached = []
+    for path in sorted((REPO / "conf" / "model").glob("*.yaml")):
+        if path.stem == "dcgan":  # a GAN: no likelihood, no pixel-by-pixel sampling
+            continue
+        net = build(path.stem, "binarized_mnist", args).net
+        make = getattr(net, "cached_sampler", None)
+        if make is not None and make(1, 4, 4) is not None:
+            cached.append(path.stem)
+    assert sorted(MODELS) == cached

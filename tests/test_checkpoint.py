@@ -135,8 +135,11 @@ def test_foreign_and_incompatible_checkpoints_are_explained(tmp_path):
     shape = tuple(checkpoint["state_dict"].pop("net.input_conv.weight").shape)
     incompatible = tmp_path / "incompatible.ckpt"
     torch.save(checkpoint, incompatible)
-    with pytest.raises(CheckpointError, match=rf"do not fit the model of its own hyper-parameters: it lacks "
-                       rf"net\.input_conv\.weight \(shape {re.escape(str(shape))}\)\. "):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"do not fit the model of its own hyper-parameters: it lacks "
+        rf"net\.input_conv\.weight \(shape {re.escape(str(shape))}\)\. ",
+    ):
         load_model(incompatible)
 
 
@@ -245,9 +248,13 @@ def test_a_scheduler_on_one_side_only_is_named_as_it_is():
     with pytest.raises(CheckpointError) as error:
         check_fits(hparams, {"scheduler": None}, "a.ckpt", fix="Fix.")
     assert "model.scheduler is a torch.optim.lr_scheduler.StepLR in the checkpoint but null here. Fix." in str(
-        error.value) and "not set" not in str(error.value)
-    with pytest.raises(CheckpointError, match=r"model\.scheduler is null in the checkpoint but a torch\.optim\."
-                       r"lr_scheduler\.StepLR here\. Fix\.$"):
+        error.value
+    ) and "not set" not in str(error.value)
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.scheduler is null in the checkpoint but a torch\.optim\."
+        r"lr_scheduler\.StepLR here\. Fix\.$",
+    ):
         check_fits({**hparams, "scheduler": None}, {"scheduler": hparams["scheduler"]}, "a.ckpt", fix="Fix.")
 
 
@@ -258,8 +265,13 @@ def test_an_unwritable_checkpoint_folder_stops_training_with_one_paragraph(tmp_p
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     trainer = pl.Trainer(
-        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        plugins=[AtomicCheckpointIO()], callbacks=[ModelCheckpoint(dirpath=blocker / "checkpoints", save_last=True)],
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[ModelCheckpoint(dirpath=blocker / "checkpoints", save_last=True)],
     )
     images = torch.utils.data.DataLoader(torch.randint(0, 2, (4, 1, 4, 4)), batch_size=4)
     with pytest.raises(OutputError, match=r"^Could not write the checkpoint .*a-file/checkpoints/\S+\.ckpt: Not a dir"):
@@ -276,12 +288,26 @@ def fit_and_checkpoint(dirpath, ckpt_path=None, epochs: int = 1, guard: bool = T
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     callbacks = [
-        ModelCheckpoint(dirpath=dirpath, filename="epoch_{epoch:03d}", monitor="train/nll", save_top_k=1,
-                        save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=dirpath,
+            filename="epoch_{epoch:03d}",
+            monitor="train/nll",
+            save_top_k=1,
+            save_last=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        ),
         ModelCheckpoint(dirpath=dirpath, filename="last", every_n_train_steps=1, enable_version_counter=False),
     ] + ([RestoredPathGuard()] if guard else [])
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=dirpath)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=dirpath,
+    )
     images = torch.utils.data.DataLoader(torch.randint(0, 2, (4, 1, 4, 4)), batch_size=4)
     trainer.fit(tiny_model(), images, ckpt_path=ckpt_path)
 
@@ -303,8 +329,13 @@ def craft_resume_checkpoint(path, outside) -> dict:
         escape = f"{state['dirpath']}/../../{outside.name}"  # lexically inside the checkpoint folder
         if state["monitor"]:
             kth, worst = f"{escape}/{victims['kth'].name}", torch.tensor(float("inf"))
-            state.update(best_k_models={kth: worst}, kth_best_model_path=kth, kth_value=worst, best_model_path=kth,
-                         last_model_path=f"{escape}/{victims['last'].name}")
+            state.update(
+                best_k_models={kth: worst},
+                kth_best_model_path=kth,
+                kth_value=worst,
+                best_model_path=kth,
+                last_model_path=f"{escape}/{victims['last'].name}",
+            )
         else:
             state["best_model_path"] = f"local://{victims['url']}"
     torch.save(checkpoint, path)
@@ -344,7 +375,8 @@ def test_honest_checkpoint_states_are_kept_and_moved_ones_rebased(tmp_path):
     assert moved == []
     assert confine_path(monitored["best_model_path"], str(old), str(new)) == str(new / "epoch_000.ckpt")
     assert confine_path(str(new / ".." / "checkpoints" / "epoch_000.ckpt"), None, str(new)) == str(
-        new / "epoch_000.ckpt")  # `..` that stays inside is fine
+        new / "epoch_000.ckpt"
+    )  # `..` that stays inside is fine
     (new / "link.ckpt").symlink_to(tmp_path / "elsewhere.ckpt")
     (tmp_path / "elsewhere.ckpt").write_text("")
     assert confine_path(str(new / "link.ckpt"), None, str(new)) is None  # a symlink out is not

@@ -25,7 +25,11 @@ def run(script: str, *overrides: str, env: dict | None = None, timeout: int = 60
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
     return subprocess.run(
         [sys.executable, str(REPO / script), *overrides],
-        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -58,14 +62,16 @@ def test_smoke_training_prints_test_metrics_and_leaves_its_outputs(smoke_run):
     assert len(list((out / "checkpoints").glob("epoch_*.ckpt"))) == 1
     grids = sorted((out / "samples").glob("*.png"))
     assert [g.name for g in grids] == ["epoch_000.png", "scored.png"]  # scored.png: the run record's samples
-    assert Image.open(grids[0]).size == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)  # 4 samples, 2x2 grid, 2px padding
+    assert Image.open(grids[0]).size == (2 * 5 * 28 + 3 * 2, 2 * 5 * 28 + 3 * 2)  # 4 samples, 2x2, x5 to >= 256 px
 
 
 def test_wandb_offline_run_holds_the_config_the_metrics_and_the_image(smoke_run):
     out, _ = smoke_run
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "exactly one finished offline run per job"
-    assert list((runs[0] / "files" / "media" / "images").glob("samples_*.png")), "the sample grid file is missing"
+    logged_grids = list((runs[0] / "files" / "media" / "images").glob("samples_*.png"))
+    assert logged_grids, "the sample grid file is missing"
+    assert Image.open(logged_grids[0]).size == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)  # W&B keeps the native size
     logged = wandb_logged(runs[0])
     assert logged["exited"] and logged["exit_code"] == 0, "the run was not finished as a success"
     assert {"data", "model", "trainer", "optimizer"} <= logged["config"]  # the resolved config
@@ -93,8 +99,14 @@ def test_checkpoint_loads_weights_only_and_scores_like_the_run(smoke_run):
 
 def test_sample_writes_grid_and_levels(smoke_run, tmp_path):
     out, _ = smoke_run
-    result = run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "num_samples=4", "save_npy=true",
-                 f"hydra.run.dir={tmp_path}", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    result = run(
+        "sample.py",
+        f"ckpt_path={out}/checkpoints/last.ckpt",
+        "num_samples=4",
+        "save_npy=true",
+        f"hydra.run.dir={tmp_path}",
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
     assert_ok(result)
     # Sampling loads no training stack: importing Lightning would be most of a cached run's time.
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
@@ -103,12 +115,21 @@ def test_sample_writes_grid_and_levels(smoke_run, tmp_path):
     assert levels.shape == (4, 1, 28, 28) and set(np.unique(levels)) <= {0, 1}
     assert (tmp_path / "samples.png").is_file()
     # The default is the cached sampler; the naive reference draws the same images.
-    naive = run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "num_samples=4", "save_npy=true",
-                "method=naive", f"hydra.run.dir={tmp_path}/naive")
+    naive = run(
+        "sample.py",
+        f"ckpt_path={out}/checkpoints/last.ckpt",
+        "num_samples=4",
+        "save_npy=true",
+        "method=naive",
+        f"hydra.run.dir={tmp_path}/naive",
+    )
     assert_ok(naive)
     assert (np.load(tmp_path / "naive" / "samples.npy") == levels).all()
-    assert_user_error(run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "method=fast",
-                          f"hydra.run.dir={tmp_path}/bad"), "method must be cached", "but it is fast")
+    assert_user_error(
+        run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "method=fast", f"hydra.run.dir={tmp_path}/bad"),
+        "method must be cached",
+        "but it is fast",
+    )
 
 
 def test_sample_py_draws_the_same_levels_cached_and_naive_for_every_architecture(tmp_path):
@@ -124,8 +145,16 @@ def test_sample_py_draws_the_same_levels_cached_and_naive_for_every_architecture
         model = tiny_model(channels, levels, height=3, width=4, arch=arch, layers=2, **net)
         checkpoints.append(tmp_path / f"{index}.ckpt")
         torch.save(model_checkpoint(model), checkpoints[-1])
-    result = run("tests/recording_draws.py", "sample.py", "-m", f"ckpt_path={','.join(map(str, checkpoints))}",
-                 "method=cached,naive", "num_samples=4", "save_npy=true", f"hydra.sweep.dir={tmp_path}/sweep")
+    result = run(
+        "tests/recording_draws.py",
+        "sample.py",
+        "-m",
+        f"ckpt_path={','.join(map(str, checkpoints))}",
+        "method=cached,naive",
+        "num_samples=4",
+        "save_npy=true",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    )
     assert_ok(result)
     drawn, fed = {}, {}
     for job in (tmp_path / "sweep").iterdir():
@@ -144,8 +173,15 @@ def test_sample_py_draws_the_same_levels_cached_and_naive_for_every_architecture
 
 def test_completion_keeps_the_visible_half_of_test_images(smoke_run, tmp_path):
     out, _ = smoke_run
-    result = run("sample.py", f"ckpt_path={out}/checkpoints/last.ckpt", "mode=complete", "completion.num_images=2",
-                 "completion.samples_per_image=2", "save_npy=true", f"hydra.run.dir={tmp_path}")
+    result = run(
+        "sample.py",
+        f"ckpt_path={out}/checkpoints/last.ckpt",
+        "mode=complete",
+        "completion.num_images=2",
+        "completion.samples_per_image=2",
+        "save_npy=true",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert_ok(result)
     rows = np.load(tmp_path / "completes.npy").reshape(2, 4, 1, 28, 28)  # [occluded, 2 completions, original]
     for occluded, first, second, original in rows:
@@ -155,8 +191,15 @@ def test_completion_keeps_the_visible_half_of_test_images(smoke_run, tmp_path):
 
 def test_training_resumes_from_the_last_checkpoint(smoke_run, tmp_path):
     out, _ = smoke_run
-    result = run("train.py", "debug=smoke", "logger=csv", "trainer.max_epochs=2", "test=false",
-                 f"ckpt_path={out}/checkpoints/last.ckpt", f"hydra.run.dir={tmp_path}")
+    result = run(
+        "train.py",
+        "debug=smoke",
+        "logger=csv",
+        "trainer.max_epochs=2",
+        "test=false",
+        f"ckpt_path={out}/checkpoints/last.ckpt",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert_ok(result)
     resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 10  # 5 batches of epoch 0 kept, 5 more
@@ -168,25 +211,48 @@ def test_trust_checkpoint_is_taken_by_every_entry_point_that_suggests_it(smoke_r
     checkpoint["note"] = fractions.Fraction(1, 3)  # a Python object: refused unless trusted (test_checkpoint.py)
     pickled = tmp_path / "pickled.ckpt"
     torch.save(checkpoint, pickled)
-    resume = ("debug=smoke", "logger=csv", "test=false", "trainer.max_epochs=2", "trainer.limit_train_batches=1",
-              "trainer.limit_val_batches=1", "callbacks.sample_grid.num_samples=1", f"ckpt_path={pickled}")
+    resume = (
+        "debug=smoke",
+        "logger=csv",
+        "test=false",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "callbacks.sample_grid.num_samples=1",
+        f"ckpt_path={pickled}",
+    )
     assert_ok(run("train.py", *resume, "trust_checkpoint=true", f"hydra.run.dir={tmp_path}/trusted"))
     assert torch.load(tmp_path / "trusted" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
-    assert_ok(run("sample.py", f"ckpt_path={pickled}", "num_samples=1", "trust_checkpoint=true",
-                  f"hydra.run.dir={tmp_path}/sampled"))
+    assert_ok(
+        run(
+            "sample.py",
+            f"ckpt_path={pickled}",
+            "num_samples=1",
+            "trust_checkpoint=true",
+            f"hydra.run.dir={tmp_path}/sampled",
+        )
+    )
 
 
 @requires_data
 def test_user_mistakes_get_one_paragraph_and_no_traceback(tmp_path):
     assert_user_error(run("train.py", "model=nope", f"hydra.run.dir={tmp_path}/a"), "model/nope", "pixelcnn")
     assert_user_error(  # download=false: the test must not depend on the network being absent
-        run("train.py", "logger=csv", "data.download=false", f"hydra.run.dir={tmp_path}/b",
-            env={"PIXEL_DATA_DIR": "/nonexistent"}),
-        "binarized_mnist_train.amat", "/nonexistent", "PIXEL_DATA_DIR",
+        run(
+            "train.py",
+            "logger=csv",
+            "data.download=false",
+            f"hydra.run.dir={tmp_path}/b",
+            env={"PIXEL_DATA_DIR": "/nonexistent"},
+        ),
+        "binarized_mnist_train.amat",
+        "/nonexistent",
+        "PIXEL_DATA_DIR",
     )
     assert not Path("/nonexistent").exists()
-    assert_user_error(run("sample.py", "ckpt_path=/nonexistent", f"hydra.run.dir={tmp_path}/c"),
-                      "No checkpoint file", "ckpt_path=")
+    assert_user_error(
+        run("sample.py", "ckpt_path=/nonexistent", f"hydra.run.dir={tmp_path}/c"), "No checkpoint file", "ckpt_path="
+    )
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     assert_user_error(run("train.py", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path}/d"), "truncated or corrupt")
@@ -197,8 +263,11 @@ def test_an_output_folder_that_cannot_be_made_is_one_paragraph_not_hydras_traceb
     blocker.write_text("")
     result = run("sample.py", "ckpt_path=x.ckpt", f"hydra.run.dir={blocker}/run", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 2
-    assert_user_error(result, f"error: Could not make or write the output folder (hydra.run.dir) {blocker}/run: Not a "
-                      "directory. Set hydra.run.dir=<a writable folder>")
+    assert_user_error(
+        result,
+        f"error: Could not make or write the output folder (hydra.run.dir) {blocker}/run: Not a "
+        "directory. Set hydra.run.dir=<a writable folder>",
+    )
 
 
 def compose_with_hydra(overrides: list[str]):
@@ -208,8 +277,9 @@ def compose_with_hydra(overrides: list[str]):
         return compose(config_name="sample", overrides=["ckpt_path=x.ckpt", *overrides], return_hydra_config=True)
 
 
-@pytest.mark.parametrize("override, key", [("hydra.sweep.dir={}/sweep", "hydra.sweep.dir"),
-                                           ("paths.log_dir={}/logs", "hydra.sweep.dir")])
+@pytest.mark.parametrize(
+    "override, key", [("hydra.sweep.dir={}/sweep", "hydra.sweep.dir"), ("paths.log_dir={}/logs", "hydra.sweep.dir")]
+)
 def test_a_sweep_folder_that_cannot_be_made_is_one_paragraph(override, key, tmp_path, capsys):
     from pixel_lightning.cli import JobFolders
 
@@ -246,11 +316,13 @@ def test_the_failed_jobs_of_a_sweep_are_found_by_the_files_they_leave(tmp_path, 
 
 @requires_data
 def test_a_diverging_run_stops_with_the_message_and_its_wandb_run_is_marked_failed(tmp_path):
-    result = run("train.py", "debug=smoke", "optimizer.lr=1e3", f"hydra.run.dir={tmp_path}",
-                 env={"WANDB_MODE": "offline"})
+    result = run(
+        "train.py", "debug=smoke", "optimizer.lr=1e3", f"hydra.run.dir={tmp_path}", env={"WANDB_MODE": "offline"}
+    )
     assert result.returncode == 2
-    assert_user_error(result, "Training diverged at step", "returned loss = nan", "optimizer.lr=100",
-                      "trainer.gradient_clip_val=0.5")
+    assert_user_error(
+        result, "Training diverged at step", "returned loss = nan", "optimizer.lr=100", "trainer.gradient_clip_val=0.5"
+    )
     assert "Training diverged at step" in (tmp_path / "failure.txt").read_text()
     assert not list(tmp_path.glob("checkpoints/*.ckpt")), "a NaN model was saved"
     (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -260,8 +332,16 @@ def test_a_diverging_run_stops_with_the_message_and_its_wandb_run_is_marked_fail
 
 @requires_data
 def test_a_failing_multirun_job_is_recorded_and_the_others_finish(tmp_path):
-    result = run("train.py", "-m", "debug=smoke", "logger=csv", "callbacks.sample_grid.num_samples=1",
-                 "trainer.limit_train_batches=1", "optimizer.lr=-1,0.001", f"hydra.sweep.dir={tmp_path}")
+    result = run(
+        "train.py",
+        "-m",
+        "debug=smoke",
+        "logger=csv",
+        "callbacks.sample_grid.num_samples=1",
+        "trainer.limit_train_batches=1",
+        "optimizer.lr=-1,0.001",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "optimizer.lr must be a number above 0, but it is -1." in (tmp_path / "0" / "failure.txt").read_text()
     assert not (tmp_path / "1" / "failure.txt").exists()
@@ -272,7 +352,8 @@ def test_a_failing_multirun_job_is_recorded_and_the_others_finish(tmp_path):
 @requires_data
 @pytest.mark.parametrize(
     # spatial_lstm takes minutes: naive sampling
-    "model", ["row_lstm", "diagonal_bilstm", pytest.param("spatial_lstm", marks=pytest.mark.slow)]
+    "model",
+    ["row_lstm", "diagonal_bilstm", pytest.param("spatial_lstm", marks=pytest.mark.slow)],
 )
 def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
     result = run("train.py", "debug=smoke", f"model={model}", "logger=csv", f"hydra.run.dir={tmp_path}/train")
@@ -281,8 +362,13 @@ def test_recurrent_models_train_and_sample_through_the_scripts(model, tmp_path):
     metrics = (tmp_path / "train" / "csv" / "version_0" / "metrics.csv").read_text()
     assert "test/nll" in metrics and "val/bpd" in metrics
     assert (tmp_path / "train" / "samples" / "epoch_000.png").is_file()
-    result = run("sample.py", f"ckpt_path={tmp_path}/train/checkpoints/last.ckpt", "num_samples=2", "save_npy=true",
-                 f"hydra.run.dir={tmp_path}/sample")
+    result = run(
+        "sample.py",
+        f"ckpt_path={tmp_path}/train/checkpoints/last.ckpt",
+        "num_samples=2",
+        "save_npy=true",
+        f"hydra.run.dir={tmp_path}/sample",
+    )
     assert_ok(result)
     assert np.load(tmp_path / "sample" / "samples.npy").shape == (2, 1, 28, 28)
 
@@ -298,7 +384,15 @@ def test_without_a_terminal_progress_is_printed_as_plain_lines(smoke_run):
 @pytest.mark.slow
 @requires_data
 def test_only_rank_zero_prints_the_test_line_under_ddp(tmp_path):
-    result = run("train.py", "debug=smoke", "logger=csv", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                 "callbacks.sample_grid.num_samples=1", f"hydra.run.dir={tmp_path}")
+    result = run(
+        "train.py",
+        "debug=smoke",
+        "logger=csv",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "callbacks.sample_grid.num_samples=1",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert_ok(result)
     assert result.stdout.count("Test NLL:") == 1, result.stdout[-2000:]

@@ -32,13 +32,25 @@ from pixel_lightning.records import blank_record, quality_line, write_record
 from pixel_lightning.sample import check_label_settings, complete_grid, sample_labels
 
 PIXELCNN_PP = "pixelcnn_pp.PixelCNNpp"
-ARCHS = ["pixelcnn.PixelCNN", "row_lstm.RowLSTM", "diagonal_bilstm.DiagonalBiLSTM", "spatial_lstm.SpatialLSTM",
-         "gated_pixelcnn.GatedPixelCNN", PIXELCNN_PP]
+PIXELSNAIL = "pixelsnail.PixelSNAIL"
+ARCHS = [
+    "pixelcnn.PixelCNN",
+    "row_lstm.RowLSTM",
+    "diagonal_bilstm.DiagonalBiLSTM",
+    "spatial_lstm.SpatialLSTM",
+    "gated_pixelcnn.GatedPixelCNN",
+    PIXELCNN_PP,
+    PIXELSNAIL,
+]
 
 
 def sizes(arch: str) -> dict:
     """Tiny sizes of the net `arch`."""
-    return {"filters": 4, "blocks": 1} if arch == PIXELCNN_PP else {"hidden": 12, "layers": 2, "output_hidden": 24}
+    if arch == PIXELCNN_PP:
+        return {"filters": 4, "blocks": 1}
+    if arch == PIXELSNAIL:
+        return {"hidden": 12, "layers": 2, "resnets": 1, "key_channels": 4}
+    return {"hidden": 12, "layers": 2, "output_hidden": 24}
 
 
 def conditional_model(
@@ -48,8 +60,7 @@ def conditional_model(
     """A float64 class-conditional model (10 classes) with random label embeddings."""
     torch.manual_seed(0)
     model = AutoregressiveImageModel(
-        net={"_target_": f"pixel_lightning.models.{arch}", "channels": channels, "levels": levels}
-        | sizes(arch) | net,
+        net={"_target_": f"pixel_lightning.models.{arch}", "channels": channels, "levels": levels} | sizes(arch) | net,
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
         data={"channels": channels, "height": height, "width": width, "levels": levels, "classes": 10},
         condition="class",
@@ -66,7 +77,9 @@ def test_the_label_reaches_the_first_and_the_last_position_through_every_layer(a
     model = conditional_model(arch, height=4, width=5)
     images = torch.randint(0, 2, (2, 1, 4, 5), generator=torch.Generator().manual_seed(0))
     label = torch.tensor([3, 6])
-    for position in ((0, 0), (3, 4)):
+    # PixelSNAIL's keys and values of a pixel serve later pixels only, and a query weighs two keys from (0, 2) on.
+    first = (0, 2) if arch == PIXELSNAIL else (0, 0)
+    for position in (first, (3, 4)):
         model.zero_grad()
         model.logits(images, label)[..., position[0], position[1]].sum().backward()
         for i, embedding in enumerate(model.net.label_biases.embeddings):
@@ -96,14 +109,15 @@ def test_each_labels_2x2_distribution_sums_to_one_and_labels_differ(arch):
     assert (p[0] - p[1]).abs().max() > 1e-6, "labels 0 and 1 give the same distribution"  # float64: exact
 
 
-@pytest.mark.parametrize("arch", [arch for arch in ARCHS if arch not in ("spatial_lstm.SpatialLSTM", PIXELCNN_PP)])
+@pytest.mark.parametrize("arch", [arch for arch in ARCHS if arch != "spatial_lstm.SpatialLSTM"])
 def test_cached_sampling_and_completion_with_labels_return_the_levels_of_naive(arch):
-    model = conditional_model(arch, channels=3, levels=4, height=4, width=5)
+    levels, output = (256, MIXTURE) if arch == PIXELCNN_PP else (4, None)  # PixelCNN++'s RGB needs the mixture
+    model = conditional_model(arch, channels=3, levels=levels, height=4, width=5, output=output)
     with torch.no_grad():  # large weights: every draw depends strongly on what came before, and on the label
         for p in model.net.parameters():
             p.mul_(2.0)
     label = torch.tensor([0, 3, 3, 9])
-    originals = torch.randint(0, 4, (4, 3, 4, 5), generator=torch.Generator().manual_seed(1))
+    originals = torch.randint(0, levels, (4, 3, 4, 5), generator=torch.Generator().manual_seed(1))
     for observed in (0, 2):
         naive, cached = sample_both_ways(
             model, lambda method, g: model.complete(originals, observed, generator=g, method=method, label=label)
@@ -140,12 +154,13 @@ def test_pixelcnn_pp_given_a_label_is_the_unconditional_net_with_the_labels_gate
     images = torch.randint(0, 256, (2, 3, 4, 4), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(conditional.log_prob(images, sevens), plain.log_prob(images), rtol=1e-12, atol=0)
     for observed in (0, 2):  # sample and complete
-        given_label, plain_draws = (model.complete(images, observed, generator=torch.Generator().manual_seed(3),
-                                                   method="naive", **label)
-                                    for model, label in ((conditional, {"label": sevens}), (plain, {})))
+        given_label, plain_draws = (
+            model.complete(images, observed, generator=torch.Generator().manual_seed(3), method="naive", **label)
+            for model, label in ((conditional, {"label": sevens}), (plain, {}))
+        )
         assert torch.equal(given_label, plain_draws)
     twos = conditional.complete(images, 2, generator=torch.Generator().manual_seed(3), label=torch.full((2,), 2))
-    assert not torch.equal(twos, given_label)  # the label matters; method=cached (the default) falls back to naive
+    assert not torch.equal(twos, given_label)  # the label matters (method=cached, the default)
 
 
 def test_model_condition_class_on_the_command_line_makes_pixelcnn_pp_conditional(tmp_path):
@@ -170,7 +185,8 @@ def test_a_condition_other_than_class_is_refused():
     with pytest.raises(UserError, match="model.condition must be null"):
         AutoregressiveImageModel(
             net={"_target_": "pixel_lightning.models.pixelcnn.PixelCNN", "channels": 1, "levels": 2},
-            optimizer={"_target_": "torch.optim.Adam"}, data={"channels": 1, "height": 4, "width": 4, "levels": 2},
+            optimizer={"_target_": "torch.optim.Adam"},
+            data={"channels": 1, "height": 4, "width": 4, "levels": 2},
             condition="label",
         )
 
@@ -184,8 +200,10 @@ def labelled_mnist(tmp_path, monkeypatch):
     monkeypatch.setattr(MNISTDataModule, "expected_sizes", {"train": 12, "test": 4})
     monkeypatch.setattr(BinarizedMNISTDataModule, "expected_sizes", {"train": 6, "valid": 3, "test": 4})
     # digit-like: about half of each image blank (0), as MNIST's background
-    grey = {split: images * (grey_images(len(images), 9) > 128) for split, images in
-            (("train", grey_images(12, 1)), ("t10k", grey_images(4, 2)))}
+    grey = {
+        split: images * (grey_images(len(images), 9) > 128)
+        for split, images in (("train", grey_images(12, 1)), ("t10k", grey_images(4, 2)))
+    }
     labels = {"train": np.arange(12) % 10, "t10k": np.array([7, 2, 1, 0])}
     for split in grey:
         write(tmp_path / f"MNIST/raw/{split}-images-idx3-ubyte", idx_bytes(grey[split][:, 0]))
@@ -219,8 +237,10 @@ def test_binarized_mnist_in_mnists_order_gets_mnists_labels(labelled_mnist):
     write_binarized(root, grey)
     datamodule = BinarizedMNISTDataModule(root, download=False, condition="class")
     datamodule.setup()
-    got = [[int(split[i][1]) for i in range(len(split))]
-           for split in (datamodule.train_dataset, datamodule.val_dataset, datamodule.test_dataset)]
+    got = [
+        [int(split[i][1]) for i in range(len(split))]
+        for split in (datamodule.train_dataset, datamodule.val_dataset, datamodule.test_dataset)
+    ]
     assert got == [labels["train"][:6].tolist(), labels["train"][6:9].tolist(), labels["t10k"].tolist()]
 
 
@@ -256,8 +276,17 @@ def test_cifar10_test_labels_are_the_files():
 
 
 def sample_settings(**settings):
-    return OmegaConf.create({"mode": "sample", "label": None, "labels": None, "num_samples": 3, "nrow": None,
-                             "ckpt_path": "run/last.ckpt", **settings})
+    return OmegaConf.create(
+        {
+            "mode": "sample",
+            "label": None,
+            "labels": None,
+            "num_samples": 3,
+            "nrow": None,
+            "ckpt_path": "run/last.ckpt",
+            **settings,
+        }
+    )
 
 
 def test_sample_labels_are_one_class_or_one_row_per_class():
@@ -269,15 +298,18 @@ def test_sample_labels_are_one_class_or_one_row_per_class():
         assert labels.tolist() == [c for c in range(10) for _ in range(3)] and nrow == 3
 
 
-@pytest.mark.parametrize("settings, problem", [
-    ({"label": 10}, "label=10 is not a class of this checkpoint's model: its classes are numbered 0 to 9"),
-    ({"label": 3, "unconditional": True}, "need a class-conditional checkpoint .* holds an unconditional model"),
-    ({"labels": "all", "unconditional": True}, "need a class-conditional checkpoint"),
-    ({"label": -1}, "label must be an integer of at least 0"),
-    ({"labels": "some"}, "labels must be all"),
-    ({"label": 2, "labels": "all"}, "both given"),
-    ({"label": 2, "mode": "complete"}, "mode=complete keeps each test image's own label"),
-])
+@pytest.mark.parametrize(
+    "settings, problem",
+    [
+        ({"label": 10}, "label=10 is not a class of this checkpoint's model: its classes are numbered 0 to 9"),
+        ({"label": 3, "unconditional": True}, "need a class-conditional checkpoint .* holds an unconditional model"),
+        ({"labels": "all", "unconditional": True}, "need a class-conditional checkpoint"),
+        ({"label": -1}, "label must be an integer of at least 0"),
+        ({"labels": "some"}, "labels must be all"),
+        ({"label": 2, "labels": "all"}, "both given"),
+        ({"label": 2, "mode": "complete"}, "mode=complete keeps each test image's own label"),
+    ],
+)
 def test_sample_label_settings_are_refused_with_one_paragraph(settings, problem):
     unconditional = settings.pop("unconditional", False)
     model = tiny_model() if unconditional else conditional_model("pixelcnn.PixelCNN")
@@ -293,8 +325,12 @@ def test_completion_keeps_each_originals_label():
     originals = torch.randint(0, 2, (2, 1, 3, 3), generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([4, 9])
     grid = complete_grid(model, originals, 1, 2, torch.Generator().manual_seed(1), labels=labels)
-    expected = model.complete(originals.repeat_interleave(2, 0), 1, generator=torch.Generator().manual_seed(1),
-                              label=labels.repeat_interleave(2))
+    expected = model.complete(
+        originals.repeat_interleave(2, 0),
+        1,
+        generator=torch.Generator().manual_seed(1),
+        label=labels.repeat_interleave(2),
+    )
     assert torch.equal(grid.view(2, 4, 1, 3, 3)[:, 1:3].flatten(0, 1), expected)
 
 
@@ -302,8 +338,13 @@ def test_conditional_dcgan_trains_a_step_and_samples_the_asked_classes():
     from pixel_lightning.models import DCGAN
 
     torch.manual_seed(0)
-    gan = DCGAN(data={"channels": 1, "height": 8, "width": 8, "levels": 2, "classes": 10},
-                optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3}, features=4, latent=6, condition="class")
+    gan = DCGAN(
+        data={"channels": 1, "height": 8, "width": 8, "levels": 2, "classes": 10},
+        optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
+        features=4,
+        latent=6,
+        condition="class",
+    )
     label = torch.tensor([0, 5])
     z = gan.noise(2, torch.Generator().manual_seed(0))
     gan.eval()
@@ -345,14 +386,18 @@ def test_conditional_samples_are_drawn_in_equal_numbers_per_class_batch_by_batch
 
 def test_comparison_marks_conditional_nll_and_ranks_it_apart(tmp_path):
     measured = {"dataset": "mnist", "task": "train", "status": "finished", "train_images_per_s": 1.0}
-    runs = {"a0": blank_record(model="a", test_nll=90.0, test_bpd=0.17, seed=0, **measured),
-            "a1": blank_record(model="a", test_nll=91.0, test_bpd=0.18, seed=1, **measured),
-            "b0": blank_record(model="b", test_nll=80.0, test_bpd=0.15, condition="class", label_accuracy=0.875,
-                               seed=0, **measured),
-            "b1": blank_record(model="b", test_nll=81.0, test_bpd=0.16, condition="class", label_accuracy=0.625,
-                               seed=1, **measured),
-            "c0": blank_record(model="c", test_nll=95.0, test_bpd=0.19, seed=0, **measured),
-            "c1": blank_record(model="c", test_nll=96.0, test_bpd=0.20, seed=1, **measured)}
+    runs = {
+        "a0": blank_record(model="a", test_nll=90.0, test_bpd=0.17, seed=0, **measured),
+        "a1": blank_record(model="a", test_nll=91.0, test_bpd=0.18, seed=1, **measured),
+        "b0": blank_record(
+            model="b", test_nll=80.0, test_bpd=0.15, condition="class", label_accuracy=0.875, seed=0, **measured
+        ),
+        "b1": blank_record(
+            model="b", test_nll=81.0, test_bpd=0.16, condition="class", label_accuracy=0.625, seed=1, **measured
+        ),
+        "c0": blank_record(model="c", test_nll=95.0, test_bpd=0.19, seed=0, **measured),
+        "c1": blank_record(model="c", test_nll=96.0, test_bpd=0.20, seed=1, **measured),
+    }
     for name, record in runs.items():
         write_record(tmp_path / name, record)
     comparison = write_comparison([tmp_path])
@@ -366,11 +411,17 @@ def test_comparison_marks_conditional_nll_and_ranks_it_apart(tmp_path):
     nll = columns.index("test NLL (nats)")
     assert sorted(row[nll] for row in cells if row[0] == "b") == ["80.00 (| y)", "81.00 (| y)"]
     # the lower conditional NLL is ranked apart, never above p(x) in one list
-    (bpd_ranking,) = [line for line in rankings(groups) if line.startswith("- test bits/dim (")]
+    (bpd_ranking,) = [line for line in rankings(groups) if line.startswith("- mnist, test bits/dim (")]
     assert "b" not in bpd_ranking.split(":", 1)[1] and "1. a" in bpd_ranking
-    assert quality_line(runs["b0"] | {"fid": 1.0, "fid_label": "FID (mnist-2level-cnn, test acc 96.0%)",
-                                      "sample_time_per_image_s": 0.5, "classifier_score": 2.0}
-                        ).endswith("; label accuracy: 87.5%")
+    assert quality_line(
+        runs["b0"]
+        | {
+            "fid": 1.0,
+            "fid_label": "FID (mnist-2level-cnn, test acc 96.0%)",
+            "sample_time_per_image_s": 0.5,
+            "classifier_score": 2.0,
+        }
+    ).endswith("; label accuracy: 87.5%")
 
 
 @pytest.mark.slow
@@ -379,18 +430,39 @@ def test_conditional_smoke_run_records_label_accuracy_and_samples_a_class(tmp_pa
     # The issue's "done when", on MNIST binarized by the data module (the shared binarized MNIST is refused).
     env = {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     run_dir = tmp_path / "run"
-    result = run("train.py", "model=gated_pixelcnn", "model.condition=class", "debug=smoke", "data=mnist",
-                 "data.binarize=dynamic", "logger=csv", f"hydra.run.dir={run_dir}", env=env)
+    result = run(
+        "train.py",
+        "model=gated_pixelcnn",
+        "model.condition=class",
+        "debug=smoke",
+        "data=mnist",
+        "data.binarize=dynamic",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+        env=env,
+    )
     assert_ok(result)
     assert "conditional: -log p(x | y)" in result.stdout and "label accuracy:" in result.stdout
     record = json.loads((run_dir / "record.json").read_text())
     assert record["condition"] == "class" and 0 <= record["label_accuracy"] <= 1
     grid = Image.open(run_dir / "samples" / "epoch_000.png")  # one row per class, one image each (smoke)
-    assert grid.size == (28 + 2 * 2, 10 * 28 + 11 * 2)
-    result = run("sample.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "label=7", "num_samples=3",
-                 "save_npy=true", f"hydra.run.dir={tmp_path / 'sevens'}", env=env)
+    assert grid.size == (9 * 28 + 2 * 2, 10 * 9 * 28 + 11 * 2)  # enlarged 9 times: 256 px wide
+    result = run(
+        "sample.py",
+        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        "label=7",
+        "num_samples=3",
+        "save_npy=true",
+        f"hydra.run.dir={tmp_path / 'sevens'}",
+        env=env,
+    )
     assert_ok(result)
     assert np.load(tmp_path / "sevens" / "samples.npy").shape == (3, 1, 28, 28)
-    refused = run("sample.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "label=10",
-                  f"hydra.run.dir={tmp_path / 'refused'}", env=env)
+    refused = run(
+        "sample.py",
+        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        "label=10",
+        f"hydra.run.dir={tmp_path / 'refused'}",
+        env=env,
+    )
     assert_user_error(refused, "label=10 is not a class of this checkpoint's model")

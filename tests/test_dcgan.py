@@ -94,8 +94,14 @@ def test_unknown_binary_sampling_is_refused():
 
 def fit_steps(model: DCGAN, data: dict, steps: int = 1) -> None:
     images = torch.randint(0, data["levels"], (8 * steps, data["channels"], data["height"], data["width"]))
-    trainer = pl.Trainer(max_steps=2 * steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)  # 2 optimiser steps per batch
+    trainer = pl.Trainer(
+        max_steps=2 * steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # 2 optimiser steps per batch
     trainer.fit(model, train_dataloaders=DataLoader(images, batch_size=8))
 
 
@@ -115,12 +121,23 @@ def test_a_nan_loss_stops_training_with_a_message():
     model = make(BINARY_MNIST)
     with torch.no_grad():
         model.discriminator[-2].weight.fill_(float("nan"))  # the last linear layer: d_loss is NaN
-    trainer = pl.Trainer(max_steps=4, log_every_n_steps=50, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[DivergenceGuard()])
+    trainer = pl.Trainer(
+        max_steps=4,
+        log_every_n_steps=50,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[DivergenceGuard()],
+    )
     images = torch.randint(0, 2, (16, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     # no logging step in 2 batches: found at the end of training, named where it went bad
-    with pytest.raises(NonFiniteError, match=r"diverged at step 1 \(epoch 0, batch 0\): the training step returned "
-                       r"d_loss = nan \(found at step 2\)\. .*model\.optimizer\.lr=2e-05.*clip the gradients"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"diverged at step 1 \(epoch 0, batch 0\): the training step returned "
+        r"d_loss = nan \(found at step 2\)\. .*model\.optimizer\.lr=2e-05.*clip the gradients",
+    ):
         trainer.fit(model, train_dataloaders=DataLoader(images, batch_size=8))
 
 
@@ -146,8 +163,15 @@ def test_config_disables_clipping_and_keeps_the_latest_checkpoint(tmp_path):
 
 @requires_data
 def test_train_and_sample_through_the_scripts(tmp_path):
-    result = run("train.py", "model=dcgan", "debug=smoke", "logger=csv", "trainer.max_epochs=2",
-                 "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path}/train")
+    result = run(
+        "train.py",
+        "model=dcgan",
+        "debug=smoke",
+        "logger=csv",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        f"hydra.run.dir={tmp_path}/train",
+    )
     assert_ok(result)
     assert "Test NLL: none (DCGAN has no likelihood)" in result.stdout
     checkpoints = tmp_path / "train" / "checkpoints"
@@ -155,10 +179,18 @@ def test_train_and_sample_through_the_scripts(tmp_path):
     header = (tmp_path / "train" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/d_loss", "train/g_loss"} <= set(header) and not any("nll" in k or "bpd" in k for k in header)
     assert (tmp_path / "train" / "samples" / "epoch_001.png").is_file()
-    result = run("sample.py", f"ckpt_path={checkpoints}/epoch_001.ckpt", "num_samples=3", "save_npy=true",
-                 f"hydra.run.dir={tmp_path}/sample")
+    result = run(
+        "sample.py",
+        f"ckpt_path={checkpoints}/epoch_001.ckpt",
+        "num_samples=3",
+        "save_npy=true",
+        f"hydra.run.dir={tmp_path}/sample",
+    )
     assert_ok(result)
     levels = np.load(tmp_path / "sample" / "samples.npy")
     assert levels.shape == (3, 1, 28, 28) and set(np.unique(levels)) <= {0, 1}
-    assert_user_error(run("sample.py", f"ckpt_path={checkpoints}/last.ckpt", "mode=complete",
-                          f"hydra.run.dir={tmp_path}/complete"), "a GAN cannot complete images", "mode=sample")
+    assert_user_error(
+        run("sample.py", f"ckpt_path={checkpoints}/last.ckpt", "mode=complete", f"hydra.run.dir={tmp_path}/complete"),
+        "a GAN cannot complete images",
+        "mode=sample",
+    )

@@ -38,8 +38,14 @@ def two_process_results(checkpoint, tmp_path_factory):
     and each process's report of its world size and image counts (probes.RankImages)."""
     out = tmp_path_factory.mktemp("ddp") / "results.json"
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "ddp_eval.py"), str(checkpoint), "2", str(out)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "ddp_eval.py"), str(checkpoint), "2", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     return json.loads(out.read_text()), rank_reports(out)
 
@@ -67,8 +73,10 @@ def test_val_and_test_nll_are_exact_on_one_and_two_processes(checkpoint, two_pro
     for world_size, ranks in ((1, rank_reports(tmp_path / "one")), (2, reports)):
         assert [(r["rank"], r["world_size"]) for r in ranks] == [(rank, world_size) for rank in range(world_size)]
         for stage in ("val", "test"):
-            per_rank = [sum(shards(count, world_size)[rank] for s, count, _ in CASES.values() if s == stage)
-                        for rank in range(world_size)]  # val: 7 images; test: 5 + 32
+            per_rank = [
+                sum(shards(count, world_size)[rank] for s, count, _ in CASES.values() if s == stage)
+                for rank in range(world_size)
+            ]  # val: 7 images; test: 5 + 32
             assert [r["images"][stage] for r in ranks] == per_rank, stage
 
 
@@ -139,10 +147,16 @@ def test_rank_seed_gives_each_process_its_own_stream():
 def ddp_smoke_run(tmp_path_factory):
     """`python train.py debug=smoke trainer=ddp_cpu` with the default run folder under a fresh log dir."""
     logs = tmp_path_factory.mktemp("ddp_logs")
-    result = run("train.py", "debug=smoke", "trainer=ddp_cpu", "callbacks.sample_grid.num_samples=1",
-                 f"paths.log_dir={logs}", "+callbacks.rank_images._target_=probes.RankImages",
-                 f"+callbacks.rank_images.path={logs.parent / 'ranks'}",
-                 env={"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")})
+    result = run(
+        "train.py",
+        "debug=smoke",
+        "trainer=ddp_cpu",
+        "callbacks.sample_grid.num_samples=1",
+        f"paths.log_dir={logs}",
+        "+callbacks.rank_images._target_=probes.RankImages",
+        f"+callbacks.rank_images.path={logs.parent / 'ranks'}",
+        env={"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")},
+    )
     assert_ok(result)
     return logs, result
 
@@ -173,8 +187,16 @@ def test_ddp_smoke_run_has_one_folder_one_wandb_run_and_writes_outputs_once(ddp_
 
 def test_a_multirun_with_ddp_is_refused_at_start_and_runs_nothing(tmp_path):
     """Lightning's DDP would re-run the command line, i.e. the whole sweep, in its workers."""
-    result = run("train.py", "-m", "debug=smoke", "trainer=ddp_cpu", "logger=csv", "optimizer.lr=0.001,0.002",
-                 f"hydra.sweep.dir={tmp_path}", timeout=300)
+    result = run(
+        "train.py",
+        "-m",
+        "debug=smoke",
+        "trainer=ddp_cpu",
+        "logger=csv",
+        "optimizer.lr=0.001,0.002",
+        f"hydra.sweep.dir={tmp_path}",
+        timeout=300,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     for job in ("0", "1"):
         message = (tmp_path / job / "failure.txt").read_text()

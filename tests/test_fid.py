@@ -74,8 +74,10 @@ def test_classifier_score_matches_its_closed_forms():
 def test_classifier_training_is_deterministic_under_its_seed():
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 2, (300, 1, 8, 8), dtype=np.uint8), rng.integers(0, 10, 300)
-    runs = [train_classifier((images, labels), (images, labels), 2, width=4, num_features=8, epochs=1, batch_size=32)
-            for _ in range(2)]
+    runs = [
+        train_classifier((images, labels), (images, labels), 2, width=4, num_features=8, epochs=1, batch_size=32)
+        for _ in range(2)
+    ]
     for first, second in zip(runs[0][0].state_dict().values(), runs[1][0].state_dict().values()):
         assert torch.equal(first, second)
     assert runs[0][1] == runs[1][1]
@@ -133,8 +135,11 @@ def test_unreadable_caches_are_moved_aside_and_rebuilt_with_one_line_each(mnist,
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == 3
     for path, what in ((classifier, "classifier"), (statistics, "real statistics"), (features, "real features")):
-        assert any(line.startswith(f"The cached {what} {path} cannot be used (") and
-                   line.endswith(f"moved it to {path.name}.unreadable and rebuilding it.") for line in warnings)
+        assert any(
+            line.startswith(f"The cached {what} {path} cannot be used (")
+            and line.endswith(f"moved it to {path.name}.unreadable and rebuilding it.")
+            for line in warnings
+        )
         assert (tmp_path / f"{path.name}.unreadable").is_file()
         torch.load(path, weights_only=True)  # rebuilt
 

@@ -33,8 +33,15 @@ def gated_model(channels: int, levels: int, height: int, width: int, condition: 
     embeddings included), so that every logit depends strongly on what it reads."""
     torch.manual_seed(0)
     model = AutoregressiveImageModel(
-        net={"_target_": "pixel_lightning.models.gated_pixelcnn.GatedPixelCNN", "channels": channels,
-             "levels": levels, "hidden": 12, "layers": 3, "output_hidden": 24, **net},
+        net={
+            "_target_": "pixel_lightning.models.gated_pixelcnn.GatedPixelCNN",
+            "channels": channels,
+            "levels": levels,
+            "hidden": 12,
+            "layers": 3,
+            "output_hidden": 24,
+            **net,
+        },
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
         data={"channels": channels, "height": height, "width": width, "levels": levels, "classes": 10},
         condition=condition,

@@ -71,8 +71,14 @@ class HostReadCounter(pl.Callback):
 
 
 def test_training_steps_read_the_device_once_per_logging_window(monkeypatch, tmp_path):
-    overrides = ["logger=csv", "trainer.accelerator=cpu", "trainer.max_epochs=1", f"trainer.log_every_n_steps={EVERY}",
-                 "trainer.limit_val_batches=0", "callbacks.sample_grid.num_samples=1"]
+    overrides = [
+        "logger=csv",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        f"trainer.log_every_n_steps={EVERY}",
+        "trainer.limit_val_batches=0",
+        "callbacks.sample_grid.num_samples=1",
+    ]
     trainer, _ = make_trainer(compose_train(overrides, tmp_path))
     counter = HostReadCounter(monkeypatch)
     trainer.callbacks.insert(0, counter)  # its epoch end runs first: the epoch-end work is not counted
@@ -94,10 +100,17 @@ def test_a_nan_loss_between_logging_steps_is_still_named(bad, found, monkeypatch
 
     model = tiny_model()
     step = type(model)._step  # the training step's loss, before it is logged and returned
-    monkeypatch.setattr(type(model), "_step",
-                        lambda self, *a: step(self, *a) * (float("nan") if self.global_step == bad else 1.0))
-    overrides = ["~logger", "trainer.accelerator=cpu", "trainer.max_epochs=1", f"trainer.log_every_n_steps={EVERY}",
-                 "trainer.limit_val_batches=0", "~callbacks.sample_grid"]
+    monkeypatch.setattr(
+        type(model), "_step", lambda self, *a: step(self, *a) * (float("nan") if self.global_step == bad else 1.0)
+    )
+    overrides = [
+        "~logger",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        f"trainer.log_every_n_steps={EVERY}",
+        "trainer.limit_val_batches=0",
+        "~callbacks.sample_grid",
+    ]
     trainer, _ = make_trainer(compose_train(overrides, tmp_path))
     images = torch.randint(0, 2, (STEPS * 2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
     with pytest.raises(NonFiniteError, match=rf"diverged at step {bad + 1} \(epoch 0, batch {bad}\)"):
@@ -113,9 +126,16 @@ def test_the_gans_two_optimizer_steps_read_the_device_once_per_logging_window(mo
     from pixel_lightning.callbacks import DivergenceGuard
 
     counter = HostReadCounter(monkeypatch)
-    trainer = pl.Trainer(max_epochs=1, log_every_n_steps=EVERY, accelerator="cpu", logger=CSVLogger(tmp_path),
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[counter, DivergenceGuard()])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        log_every_n_steps=EVERY,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[counter, DivergenceGuard()],
+    )
     images = torch.randint(0, 2, (2 * EVERY * 4, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     trainer.fit(make(BINARY_MNIST), DataLoader(images.as_subclass(StepTensor), batch_size=4))
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixel_lightning.images import make_grid, save_png, to_uint8
+from pixel_lightning.images import MIN_PICTURE_SIDE, make_grid, picture, save_png, to_uint8
 
 
 def test_levels_map_to_full_intensity_range():
@@ -22,6 +22,39 @@ def test_grid_places_each_image_at_its_tile():
         y, x = 1 + (i // 3) * 3, 1 + (i % 3) * 4
         assert (grid[y : y + 2, x : x + 3] == i).all()
     assert (grid[0] == 128).all() and (grid[4:6, 9:12] == 128).all()  # border and the empty 6th tile
+
+
+def test_a_scaled_grid_repeats_every_pixel_whole_and_keeps_the_border_thin():
+    images = torch.randint(0, 256, (5, 3, 2, 3))
+    grid = make_grid(images, num_levels=256, nrow=3, padding=1, scale=4)
+    assert grid.shape == (2 * (4 * 2 + 1) + 1, 3 * (4 * 3 + 1) + 1, 3)
+    for i in range(5):
+        y, x = 1 + (i // 3) * 9, 1 + (i % 3) * 13
+        tile = grid[y : y + 8, x : x + 12]  # image i, each pixel a 4x4 block of its exact value
+        expected = images[i].permute(1, 2, 0).numpy().astype(np.uint8).repeat(4, axis=0).repeat(4, axis=1)
+        assert np.array_equal(tile, expected)
+    assert (grid[0] == 128).all() and (grid[9] == 128).all() and (grid[:, 13] == 128).all()  # 1-pixel borders
+    with pytest.raises(ValueError, match="scale"):
+        make_grid(images, 256, scale=0)
+
+
+@pytest.mark.parametrize(
+    "shape, nrow, scale",
+    [
+        ((16, 1, 28, 28), None, 3),
+        ((1, 1, 28, 28), None, 9),
+        ((64, 3, 32, 32), None, 1),
+        ((4, 1, 28, 28), 6, 9),
+        ((2, 1, 8, 8), 1, 32),
+    ],
+)
+def test_a_picture_is_the_smallest_whole_enlargement_at_least_256_pixels_a_side(shape, nrow, scale):
+    images = torch.randint(0, 2, shape)
+    shown = picture(images, 2, nrow=nrow)
+    assert np.array_equal(shown, make_grid(images, 2, nrow=nrow, scale=scale))
+    assert min(shown.shape[:2]) >= MIN_PICTURE_SIDE
+    if scale > 1:  # one step smaller would be under the minimum on some side
+        assert min(make_grid(images, 2, nrow=nrow, scale=scale - 1).shape[:2]) < MIN_PICTURE_SIDE
 
 
 @pytest.mark.parametrize("channels", [1, 3])

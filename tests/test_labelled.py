@@ -28,8 +28,12 @@ def test_cifar_labels_round_trip_from_tarball_folder_and_npz(tmp_path):
 @requires_data
 @pytest.mark.parametrize(
     "make, levels",
-    [(lambda d: BinarizedMNISTDataModule(d), 2), (lambda d: MNISTDataModule(d, bits=3), 8),
-     (lambda d: MNISTDataModule(d, binarize="dynamic"), 2), (lambda d: CIFAR10DataModule(d, bits=5), 32)],
+    [
+        (lambda d: BinarizedMNISTDataModule(d), 2),
+        (lambda d: MNISTDataModule(d, bits=3), 8),
+        (lambda d: MNISTDataModule(d, binarize="dynamic"), 2),
+        (lambda d: CIFAR10DataModule(d, bits=5), 32),
+    ],
     ids=["binarized_mnist", "mnist-3bit", "mnist-dynamic", "cifar10-5bit"],
 )
 def test_labelled_test_split_is_in_the_data_modules_levels(make, levels):

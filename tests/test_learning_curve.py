@@ -31,13 +31,20 @@ class Measured(LearningCurve):
         return {"bpd": 1.0 / (1 + len(self.points))}
 
 
-def train(curve, clock, steps, seconds_per_step=1.0, batch=16, likelihood=True, datamodule=True, fast_dev_run=0,
-          world_size=1):
+def train(
+    curve, clock, steps, seconds_per_step=1.0, batch=16, likelihood=True, datamodule=True, fast_dev_run=0, world_size=1
+):
     timer = Timer(duration="00:00:10:00")
     timer._start_time[RunningStage.TRAINING] = 0.0
-    trainer = SimpleNamespace(is_global_zero=True, global_step=0, loggers=[], callbacks=[timer],
-                              datamodule=SimpleNamespace() if datamodule else None,  # Measured.evaluate reads none
-                              fast_dev_run=fast_dev_run, world_size=world_size)
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        global_step=0,
+        loggers=[],
+        callbacks=[timer],
+        datamodule=SimpleNamespace() if datamodule else None,  # Measured.evaluate reads none
+        fast_dev_run=fast_dev_run,
+        world_size=world_size,
+    )
     module = SimpleNamespace(device=torch.device("cpu"))
     if likelihood:
         module.log_prob = lambda images: None  # has a likelihood; Measured.evaluate stands in for measuring it

@@ -34,8 +34,10 @@ def test_resuming_with_another_architecture_is_refused_before_training(tmp_path)
     cfg = compose_train(["model=row_lstm", "~logger", f"ckpt_path={path}"], run_dir)
     with pytest.raises(CheckpointError) as error:
         train(cfg)
-    assert ("model.net._target_ is pixel_lightning.models.pixelcnn.PixelCNN in the checkpoint but "
-            "pixel_lightning.models.row_lstm.RowLSTM here") in str(error.value)
+    assert (
+        "model.net._target_ is pixel_lightning.models.pixelcnn.PixelCNN in the checkpoint but "
+        "pixel_lightning.models.row_lstm.RowLSTM here"
+    ) in str(error.value)
     assert "leave out ckpt_path" in str(error.value)
     assert not run_dir.exists(), "nothing may be written before the refusal"
 
@@ -46,8 +48,10 @@ def test_eval_refuses_data_overrides_that_do_not_fit_the_checkpoint_before_build
     cfg = compose_train([f"ckpt_path={path}", "+data=cifar10", "~logger"], run_dir, config_name="eval")
     with pytest.raises(CheckpointError) as error:
         evaluate(cfg)
-    assert ("data._target_ is pixel_lightning.data.BinarizedMNISTDataModule in the checkpoint but "
-            "pixel_lightning.data.CIFAR10DataModule here") in str(error.value)
+    assert (
+        "data._target_ is pixel_lightning.data.BinarizedMNISTDataModule in the checkpoint but "
+        "pixel_lightning.data.CIFAR10DataModule here"
+    ) in str(error.value)
     assert "data.channels is 1 in the checkpoint but 3 here" in str(error.value)
     assert "leave out the data overrides" in str(error.value)
     assert not run_dir.exists(), "nothing may be written before the refusal"
@@ -71,8 +75,11 @@ def test_sample_refuses_a_crafted_checkpoint_unless_trusted(trusted, tmp_path, m
             sample(cfg)
         assert marker.exists()
     else:
-        with pytest.raises(CheckpointError, match=r"asks to build pathlib\.Path\.touch \(at hyper_parameters\.data\."
-                           r"eval_batch_size\._target_\).*trust_checkpoint=true"):
+        with pytest.raises(
+            CheckpointError,
+            match=r"asks to build pathlib\.Path\.touch \(at hyper_parameters\.data\."
+            r"eval_batch_size\._target_\).*trust_checkpoint=true",
+        ):
             sample(cfg)
         assert not marker.exists()
 
@@ -80,8 +87,14 @@ def test_sample_refuses_a_crafted_checkpoint_unless_trusted(trusted, tmp_path, m
 def test_resuming_weights_that_do_not_fit_their_own_settings_names_the_tensor_and_both_shapes(tmp_path, monkeypatch):
     data = tiny_binarized_mnist(tmp_path / "data", monkeypatch)  # without the check Lightning fails on the weights
     path, checkpoint = checkpoint_of([], tmp_path)
-    checkpoint |= {"optimizer_states": [], "lr_schedulers": [], "loops": {}, "epoch": 0, "global_step": 0,
-                   "pytorch-lightning_version": pl.__version__}
+    checkpoint |= {
+        "optimizer_states": [],
+        "lr_schedulers": [],
+        "loops": {},
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": pl.__version__,
+    }
     checkpoint["state_dict"]["net.input_conv.weight"] = torch.zeros(3, 2, 1)  # edited: no longer the net's
     torch.save(checkpoint, path)
     run_dir = tmp_path / "run"
@@ -99,10 +112,19 @@ def test_completion_says_when_a_checkpoint_does_not_name_its_dataset(tmp_path, m
     torch.save(checkpoint, path)
     data = tiny_binarized_mnist(tmp_path / "data", monkeypatch)
     monkeypatch.setenv("PIXEL_DATA_DIR", str(data))
-    overrides = [f"ckpt_path={path}", "mode=complete", "device=cpu", "completion.num_images=1",
-                 "completion.samples_per_image=1", "completion.observed_rows=27"]
-    with pytest.raises(CheckpointError, match=r"does not say which dataset it was trained on: its data settings name "
-                       r"no data module \(no _target_\) and it holds no run record of them"):
+    overrides = [
+        f"ckpt_path={path}",
+        "mode=complete",
+        "device=cpu",
+        "completion.num_images=1",
+        "completion.samples_per_image=1",
+        "completion.observed_rows=27",
+    ]
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not say which dataset it was trained on: its data settings name "
+        r"no data module \(no _target_\) and it holds no run record of them",
+    ):
         sample(compose_train(overrides, tmp_path / "out", config_name="sample"))
     marker = tmp_path / "marker"  # the run record's copy is data from the file like the rest
     checkpoint["run_record"] = {"data": {"_target_": "pathlib.Path.touch", "_args_": [str(marker)]}}
@@ -138,13 +160,18 @@ def test_sample_draws_in_batches_of_batch_size_from_one_generator(tmp_path):
     assert not torch.equal(at_once, batched)  # so the comparison above tells the two apart
 
 
-@pytest.mark.parametrize("overrides, asked, count", [
-    (["num_samples=1000000000000"], "num_samples=1000000000000", 10**12),
-    (["mode=complete", "completion.samples_per_image=1000000000000"],
-     "completion.num_images=8 with samples_per_image=1000000000000", 8 * (10**12 + 2)),  # + occluded and original
-])
-def test_sample_refuses_an_output_larger_than_the_memory_before_drawing(overrides, asked, count, tmp_path,
-                                                                        monkeypatch):
+@pytest.mark.parametrize(
+    "overrides, asked, count",
+    [
+        (["num_samples=1000000000000"], "num_samples=1000000000000", 10**12),
+        (
+            ["mode=complete", "completion.samples_per_image=1000000000000"],
+            "completion.num_images=8 with samples_per_image=1000000000000",
+            8 * (10**12 + 2),
+        ),  # + occluded and original
+    ],
+)
+def test_sample_refuses_an_output_larger_than_the_memory_before_drawing(overrides, asked, count, tmp_path, monkeypatch):
     from pixel_lightning import sample as pipeline
 
     path, _ = tiny_checkpoint(tmp_path)
@@ -153,8 +180,9 @@ def test_sample_refuses_an_output_larger_than_the_memory_before_drawing(override
     with pytest.raises(UserError) as error:
         sample(cfg)
     needed = count * 16 * 8 * pipeline.MEMORY_PER_LEVEL_BYTE / 1e9  # 16 int64 levels per image, and their copies
-    assert str(error.value).startswith(f"{asked} asks for {count:,} images of shape (1, 4, 4), which need about "
-                                       f"{needed:,.1f} GB of memory")
+    assert str(error.value).startswith(
+        f"{asked} asks for {count:,} images of shape (1, 4, 4), which need about {needed:,.1f} GB of memory"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -174,12 +202,22 @@ def test_a_failing_sample_quality_step_loses_neither_the_test_line_nor_the_recor
 
     monkeypatch.setattr(SampleQuality, "evaluate", fail)
     run_dir = tmp_path / "run"
-    cfg = compose_train([f"ckpt_path={path}", "~logger", "trainer.accelerator=cpu", "trainer.limit_test_batches=1",
-                         "data.eval_batch_size=8"], run_dir, config_name="eval")
+    cfg = compose_train(
+        [
+            f"ckpt_path={path}",
+            "~logger",
+            "trainer.accelerator=cpu",
+            "trainer.limit_test_batches=1",
+            "data.eval_batch_size=8",
+        ],
+        run_dir,
+        config_name="eval",
+    )
     with pytest.raises(RuntimeError, match="the sample-quality step failed"):
         run_job(evaluate, cfg)
-    line = re.search(r"^Test NLL: (\d+\.\d\d) nats/image, \d\.\d{4} bits/dim \(checkpoint (\S+)\)$",
-                     capsys.readouterr().out, re.M)
+    line = re.search(
+        r"^Test NLL: (\d+\.\d\d) nats/image, \d\.\d{4} bits/dim \(checkpoint (\S+)\)$", capsys.readouterr().out, re.M
+    )
     assert line and line.group(2) == str(path)
     record = json.loads((run_dir / "record.json").read_text())
     assert record["status"] == "failed" and "the sample-quality step failed" in record["error"]

@@ -1,6 +1,7 @@
 """PixelCNN++ and the per-pixel output in any net: exact causality pixel by pixel (float64
-Jacobians), normalisation over every image, cached against naive sampling, checkpoints, and a
-CIFAR-10 smoke run through train.py, eval.py and sample.py."""
+Jacobians), normalisation over every image, Fast PixelCNN++'s cached outputs against the full net's,
+cached against naive sampling, checkpoints, and a CIFAR-10 smoke run through train.py, eval.py and
+sample.py."""
 
 from __future__ import annotations
 
@@ -92,8 +93,7 @@ def mixture_model(channels: int, levels: int, height: int, width: int, arch: str
 @pytest.mark.parametrize("arch,net", [("pixelcnn.PixelCNN", {"hidden": 6, "layers": 2, "output_hidden": 6}),
                                       ("pixelcnn_pp.PixelCNNpp", {"filters": 4, "blocks": 1})])  # fmt: skip
 def test_cached_sampling_and_completion_return_the_levels_of_naive_sampling(arch, net):
-    # PixelCNN caches per layer (models/layers.py); PixelCNN++ has no cache, so method=cached is
-    # its naive path: one net pass per pixel either way.
+    # PixelCNN caches per layer (models/cached.py), PixelCNN++ per layer and resolution (Fast PixelCNN++).
     torch.manual_seed(0)
     model = mixture_model(3, 256, 4, 5, arch, **net)
     naive, cached = sample_both_ways(model, lambda method, g: model.sample(3, generator=g, method=method))
@@ -102,6 +102,43 @@ def test_cached_sampling_and_completion_return_the_levels_of_naive_sampling(arch
     originals = torch.randint(0, 256, (2, 3, 4, 5), generator=torch.Generator().manual_seed(1))
     naive, cached = sample_both_ways(model, lambda method, g: model.complete(originals, 2, 0.8, g, method))
     assert torch.equal(naive, cached) and torch.equal(cached[:, :, :2], originals[:, :, :2])
+
+
+@pytest.mark.parametrize(
+    "channels,levels,output,height,width,blocks",
+    [(3, 256, MIXTURE, 9, 11, 1), (3, 256, MIXTURE, 8, 8, 2), (1, 2, None, 8, 5, 0), (1, 4, None, 7, 9, 1)],
+)
+def test_fast_pixelcnn_pp_gives_the_full_nets_parameters_at_every_pixel(
+    channels, levels, output, height, width, blocks
+):
+    """Fed in raster order as sampling feeds it (each pixel drawn after its call, noise after it, so a
+    cache that reads a later pixel fails), each call returns the full net's outputs at its pixel, to
+    1e-10 in float64. Sizes with every resolution's positions (9x11 -> 5x6 -> 3x3, rounded up), and
+    0 to 2 blocks per resolution; one-channel data with the Bernoulli and the softmax heads."""
+    torch.manual_seed(0)
+    net = PixelCNNpp(channels, levels, filters=5, blocks=blocks, output=output).double().eval()
+    with torch.no_grad():  # large weights: every layer's error would show
+        for p in net.parameters():
+            p.mul_(2.0)
+    image, noise = (
+        2 * torch.rand(2, 3, channels, height, width, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        - 1
+    )
+    inputs = noise.clone()
+    sampler = net.cached_sampler(3, height, width)
+    with torch.no_grad():
+        for row, col in itertools.product(range(height), range(width)):
+            expected = net(inputs)[..., row, col]
+            for _ in range(channels):  # once per channel, as sampling calls it: the same outputs each time
+                torch.testing.assert_close(sampler(inputs, row, col), expected, rtol=0, atol=1e-10)
+            inputs[:, :, row, col] = image[:, :, row, col]
+
+
+def test_cached_sampling_never_runs_the_whole_net(monkeypatch):
+    # method=cached (the default) is Fast PixelCNN++, not the naive path: no full pass at all.
+    model = mixture_model(3, 256, 4, 5, "pixelcnn_pp.PixelCNNpp", filters=4, blocks=1)
+    monkeypatch.setattr(model.net, "forward", lambda *_, **__: pytest.fail("the whole net ran"))
+    assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 3, 4, 5)
 
 
 @pytest.mark.parametrize(

@@ -256,7 +256,8 @@ def test_spatial_lstm_layer_matches_loops():
             h[r][col], c[r][col] = [0.0] * hidden, [0.0] * hidden
             for u in range(hidden):
                 pre = [
-                    bias[q] + w_is[q][0][0][0] * img[r][col]
+                    bias[q]
+                    + w_is[q][0][0][0] * img[r][col]
                     + sum(w_ss[q][v][0] * h_above[v] + w_ss[q][v][1] * h_left[v] for v in range(hidden))
                     for q in range(u, 5 * hidden, hidden)
                 ]
@@ -281,9 +282,14 @@ def test_row_crop_consistency(name, channels, levels):
             torch.testing.assert_close(net(x[:, :, : r + 1]), full[..., : r + 1, :], rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("arch,channels,levels", [
-    ("row_lstm.RowLSTM", 1, 2), ("diagonal_bilstm.DiagonalBiLSTM", 3, 4), ("spatial_lstm.SpatialLSTM", 3, 4),
-])
+@pytest.mark.parametrize(
+    "arch,channels,levels",
+    [
+        ("row_lstm.RowLSTM", 1, 2),
+        ("diagonal_bilstm.DiagonalBiLSTM", 3, 4),
+        ("spatial_lstm.SpatialLSTM", 3, 4),
+    ],
+)
 def test_sampling(arch, channels, levels):
     # Valid levels, and (a net with a cached step) every draw fed the naive path's logits.
     torch.manual_seed(0)

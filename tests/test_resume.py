@@ -26,12 +26,22 @@ SCHEDULER = "model.scheduler={_target_:torch.optim.lr_scheduler.ExponentialLR,ga
 
 
 def train_with_probe(out: Path, probe: Path, *extra: str):
-    return run("train.py", "debug=smoke", f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={BATCHES}",
-               "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "test=false",
-               "~callbacks.sample_grid", f"callbacks.step_checkpoint.every_n_train_steps={EVERY}",
-               "+callbacks.probe._target_=probes.FitProbe", f"+callbacks.probe.path={probe}",
-               f"hydra.run.dir={out}", *extra,
-               env={"WANDB_MODE": "offline", "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"})
+    return run(
+        "train.py",
+        "debug=smoke",
+        f"trainer.max_epochs={EPOCHS}",
+        f"trainer.limit_train_batches={BATCHES}",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        "test=false",
+        "~callbacks.sample_grid",
+        f"callbacks.step_checkpoint.every_n_train_steps={EVERY}",
+        "+callbacks.probe._target_=probes.FitProbe",
+        f"+callbacks.probe.path={probe}",
+        f"hydra.run.dir={out}",
+        *extra,
+        env={"WANDB_MODE": "offline", "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +64,11 @@ def wandb_run(out: Path) -> tuple[str, list[int]]:
     steps = []
     for record in wandb_records(run_dir):
         if record.WhichOneof("record_type") == "history":
-            steps += [int(item.value_json) for item in record.history.item
-                      if "/".join(item.nested_key) == "trainer/global_step"]
+            steps += [
+                int(item.value_json)
+                for item in record.history.item
+                if "/".join(item.nested_key) == "trainer/global_step"
+            ]
     return run_dir.name.rsplit("-", 1)[1], steps
 
 
@@ -114,19 +127,22 @@ def test_a_resumed_run_ends_with_the_state_of_an_uninterrupted_one(killed_and_re
         torch.testing.assert_close(resumed_from["state_dict"][name], weight, rtol=0, atol=0, msg=name)
     for index, state in at_step_6["optimizer"]["state"].items():
         for name in ("step", "exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(resumed_from["optimizer_states"][0]["state"][index][name], state[name],
-                                       rtol=0, atol=0)
+            torch.testing.assert_close(
+                resumed_from["optimizer_states"][0]["state"][index][name], state[name], rtol=0, atol=0
+            )
 
-    whole, resumed = (torch.load(folder / run / "checkpoints" / "last.ckpt", weights_only=True)
-                      for run in ("whole", "resumed"))
+    whole, resumed = (
+        torch.load(folder / run / "checkpoints" / "last.ckpt", weights_only=True) for run in ("whole", "resumed")
+    )
     assert (resumed["global_step"], resumed["epoch"]) == (whole["global_step"], whole["epoch"]) == (8, 1)
     assert resumed["lr_schedulers"] == whole["lr_schedulers"] and whole["lr_schedulers"][0]["last_epoch"] == 2
     states = [checkpoint["optimizer_states"][0]["state"] for checkpoint in (whole, resumed)]
     assert states[0].keys() == states[1].keys()
     assert all(states[0][i]["step"] == states[1][i]["step"] == 8 for i in states[0])
     bound = 2 * LR * (adam_step_bound(7) + adam_step_bound(8))  # both runs' updates of steps 7 and 8
-    differences = {name: (resumed["state_dict"][name] - weight).abs().max().item()
-                   for name, weight in whole["state_dict"].items()}
+    differences = {
+        name: (resumed["state_dict"][name] - weight).abs().max().item() for name, weight in whole["state_dict"].items()
+    }
     assert max(differences.values()) <= bound, {name: d for name, d in differences.items() if d > bound}
     # Documents the reason above: were the batches the same, this test could (and should) be exact.
     assert max(differences.values()) > 0, "the resumed run now ends exactly as the uninterrupted one: test that"
@@ -143,8 +159,11 @@ def test_a_checkpoint_without_trainer_state_cannot_resume(tmp_path):
 def test_resuming_from_a_foreign_checkpoint_is_a_user_error(tmp_path):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    assert_user_error(run("train.py", f"ckpt_path={foreign}", "logger=csv", f"hydra.run.dir={tmp_path}/run"),
-                      "cannot resume training", "last.ckpt")
+    assert_user_error(
+        run("train.py", f"ckpt_path={foreign}", "logger=csv", f"hydra.run.dir={tmp_path}/run"),
+        "cannot resume training",
+        "last.ckpt",
+    )
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
@@ -169,9 +188,19 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
 
 def train_in_process(run_dir: Path, data_dir: Path, *extra: str) -> None:
     """train.py debug=smoke on tiny data, without logger, sample grids or sample quality."""
-    cfg = compose_train(["debug=smoke", f"paths.data_dir={data_dir}", "data.download=false", "~logger",
-                         "~callbacks.sample_grid", "fid.num_samples=0", "trainer.num_sanity_val_steps=0", *extra],
-                        run_dir)
+    cfg = compose_train(
+        [
+            "debug=smoke",
+            f"paths.data_dir={data_dir}",
+            "data.download=false",
+            "~logger",
+            "~callbacks.sample_grid",
+            "fid.num_samples=0",
+            "trainer.num_sanity_val_steps=0",
+            *extra,
+        ],
+        run_dir,
+    )
     train(cfg)
 
 
@@ -217,11 +246,20 @@ def test_a_dcgan_run_crashed_mid_epoch_resumes(tmp_path, monkeypatch):
     """Its checkpoints keep the data module in their settings, which the resume check compares (the
     DCGAN makes two optimizer steps per batch: 4 batches an epoch, 8 steps)."""
     data = tiny_binarized_mnist(tmp_path / "data", monkeypatch)
-    dcgan = ["model=dcgan", "data.batch_size=4", "trainer.max_epochs=2",
-             "callbacks.step_checkpoint.every_n_train_steps=2"]
+    dcgan = [
+        "model=dcgan",
+        "data.batch_size=4",
+        "trainer.max_epochs=2",
+        "callbacks.step_checkpoint.every_n_train_steps=2",
+    ]
     with pytest.raises(RuntimeError, match="crash"):
-        train_in_process(tmp_path / "crashed", data, *dcgan, "+callbacks.crash._target_=probes.CrashAtStep",
-                         "+callbacks.crash.step=6")
+        train_in_process(
+            tmp_path / "crashed",
+            data,
+            *dcgan,
+            "+callbacks.crash._target_=probes.CrashAtStep",
+            "+callbacks.crash.step=6",
+        )
     last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
     assert (saved["global_step"], saved["epoch"]) == (4, 0)
@@ -243,6 +281,9 @@ def test_an_older_dcgan_checkpoint_resumes_where_its_run_record_names_the_same_d
     check_resume(cfg)
     run_record["data"]["_target_"] = "pixel_lightning.data.MNISTDataModule"
     torch.save(old, tmp_path / "old.ckpt")
-    with pytest.raises(CheckpointError, match=r"data\._target_ is pixel_lightning\.data\.MNISTDataModule in the "
-                       r"checkpoint but pixel_lightning\.data\.BinarizedMNISTDataModule here"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"data\._target_ is pixel_lightning\.data\.MNISTDataModule in the "
+        r"checkpoint but pixel_lightning\.data\.BinarizedMNISTDataModule here",
+    ):
         check_resume(cfg)

@@ -76,9 +76,16 @@ class SlowOutsideTraining(pl.Callback):
 
 
 def trainer_for(tmp_path, *callbacks, **settings):
-    return pl.Trainer(accelerator="cpu", devices=1, logger=pl.loggers.CSVLogger(tmp_path, name="csv"),
-                      callbacks=list(callbacks), enable_progress_bar=False, enable_checkpointing=False,
-                      enable_model_summary=False, **settings)
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=pl.loggers.CSVLogger(tmp_path, name="csv"),
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        **settings,
+    )
 
 
 def test_throughput_counts_training_batches_only(tmp_path):
@@ -101,12 +108,18 @@ def test_throughput_counts_training_batches_only(tmp_path):
 def test_record_of_a_model_without_likelihood_has_every_field_and_null_nll(tmp_path):
     from pixel_lightning.data import BinarizedMNISTDataModule
 
-    quality = SampleQuality(num_samples=6, num_real=300, batch_size=3, cache_dir=str(tmp_path / "cache"),
-                            classifier={"epochs": 1, "train_images": 1000})
+    quality = SampleQuality(
+        num_samples=6,
+        num_real=300,
+        batch_size=3,
+        cache_dir=str(tmp_path / "cache"),
+        classifier={"epochs": 1, "train_images": 1000},
+    )
     record = RunRecord(str(tmp_path), "stand-in", "binarized_mnist", seed=3, overrides=["a=1"], quality=quality)
     datamodule = BinarizedMNISTDataModule(real_data_dir(), batch_size=8)
-    trainer = trainer_for(tmp_path, record, max_epochs=1, limit_train_batches=3, limit_val_batches=0,
-                          limit_test_batches=2)
+    trainer = trainer_for(
+        tmp_path, record, max_epochs=1, limit_train_batches=3, limit_val_batches=0, limit_test_batches=2
+    )
     model = IndependentPixels(shape=(1, 28, 28))
     trainer.fit(model, datamodule=datamodule)
     assert json.loads((tmp_path / "record.json").read_text())["status"] == "running"  # until the test ends
@@ -156,9 +169,17 @@ def test_the_record_of_a_resumed_run_counts_the_whole_training_and_this_session_
     def fit(folder, epochs, ckpt_path=None):
         record = RunRecord(str(folder), "stand-in", "random", quality=None, after_test=False)
         saving = ModelCheckpoint(dirpath=folder / "checkpoints", save_last=True)
-        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[record, saving],
-                             enable_progress_bar=False, enable_model_summary=False, max_epochs=epochs,
-                             num_sanity_val_steps=0, limit_val_batches=0)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            callbacks=[record, saving],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            max_epochs=epochs,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
         trainer.fit(IndependentPixels(), datamodule=RandomImages(count=32, batch_size=8), ckpt_path=ckpt_path)
         return json.loads((folder / "record.json").read_text())
 
@@ -186,9 +207,17 @@ def test_testing_a_checkpoint_after_training_does_not_count_the_training_twice(t
 
     record = RunRecord(str(tmp_path), "stand-in", "random", quality=None)
     saving = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[record, saving], max_epochs=2,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[record, saving],
+        max_epochs=2,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     model, data = IndependentPixels(), RandomImages(count=32, batch_size=8)
     trainer.fit(model, datamodule=data)
     trainer.test(model, datamodule=data, ckpt_path="last")

@@ -23,6 +23,9 @@ NETS = [(arch, {"skip": skip}) for arch in ARCHS for skip in (True, False)] + [
     ("diagonal_bilstm.DiagonalBiLSTM", {"close_blind_spot": False}),
     ("gated_pixelcnn.GatedPixelCNN", {}),
     ("pixelcnn.PixelCNN", {"output": MIXTURE}),
+    ("pixelcnn_pp.PixelCNNpp", {"filters": 4, "blocks": 2, "output": MIXTURE}),
+    ("pixelsnail.PixelSNAIL", {"resnets": 1, "heads": 2, "key_channels": 4}),
+    ("pixelsnail.PixelSNAIL", {"resnets": 1, "output": MIXTURE}),
 ]
 #: (channels, levels, arch, settings): each net on DATA, a mixture on RGB of 256 levels only (it needs >= 32).
 CASES = [(*data, arch, net) for arch, net in NETS for data in ([(3, 256)] if "output" in net else DATA)]
@@ -50,16 +53,23 @@ def test_cached_logits_are_the_full_nets_at_every_sub_pixel(channels, levels, ar
     model = random_model(channels, levels, arch, **net).eval()
     batch, height, width = 3, 5, 6
     generator = torch.Generator().manual_seed(1)
-    image, noise = (model.to_input(torch.randint(0, levels, (batch, channels, height, width), generator=generator))
-                    for _ in range(2))  # (B, C, H, W) each
+    image, noise = (
+        model.to_input(torch.randint(0, levels, (batch, channels, height, width), generator=generator))
+        for _ in range(2)
+    )  # (B, C, H, W) each
     inputs = torch.cat([image[:, :, :observed_rows], noise[:, :, observed_rows:]], dim=2)
     sampler = model.net.cached_sampler(batch, height, width)
     with torch.no_grad():
         for row, col in itertools.product(range(height), range(width)):
             for ch in range(1 if row < observed_rows else channels):
                 expected = model.net(inputs)[..., row, col]  # (B, C), (B, K, C) or (B, P)
-                torch.testing.assert_close(sampler(inputs, row, col), expected, rtol=0, atol=1e-10,
-                                           msg=lambda m: f"at row {row}, column {col}, channel {ch}: {m}")
+                torch.testing.assert_close(
+                    sampler(inputs, row, col),
+                    expected,
+                    rtol=0,
+                    atol=1e-10,
+                    msg=lambda m: f"at row {row}, column {col}, channel {ch}: {m}",
+                )
                 inputs[:, ch, row, col] = image[:, ch, row, col]  # the draw (observed: already there)
 
 

@@ -23,8 +23,9 @@ def test_bf16_autocast_keeps_float32_likelihoods():
 
 @requires_data
 def test_a_bf16_mixed_training_step_runs_through_the_pipeline(tmp_path):
-    metrics = one_training_step("paper_mnist_pixelcnn", tmp_path, ["trainer.precision=bf16-mixed",
-                                                                   "model.net.layers=2", "model.net.hidden=8"])
+    metrics = one_training_step(
+        "paper_mnist_pixelcnn", tmp_path, ["trainer.precision=bf16-mixed", "model.net.layers=2", "model.net.hidden=8"]
+    )
     assert 0 < metrics["train/loss"] < 1
 
 

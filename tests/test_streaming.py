@@ -27,9 +27,10 @@ from pixel_lightning.callbacks.run_record import RunRecord
 from pixel_lightning.checkpoint import load_model
 from pixel_lightning.config import STREAMED_DATA_MODULE, data_module
 from pixel_lightning.data import CIFAR10DataModule
+from pixel_lightning.data.chunks import MANIFEST, read_manifest
 from pixel_lightning.data.formats import read_cifar_npz
 from pixel_lightning.data.imagenet import PNGFolder, read_chrabaszcz_npz
-from pixel_lightning.data.prepare import MANIFEST, main, prepare, read_manifest, verify_split
+from pixel_lightning.data.prepare import main, prepare, verify_split
 from pixel_lightning.data.sources import ArrayOriginal, Source, Split, imagenet_source, in_memory_source
 from pixel_lightning.data.streaming import StreamingImageDataModule
 from pixel_lightning.errors import DataError
@@ -169,8 +170,11 @@ def test_prepare_imagenet_round_trip(tmp_path, layout):
     assert manifest["complete"] and manifest == read_manifest(str(tmp_path / "out"))
     assert (manifest["note"] is None) == (layout == "paper")  # Chrabaszcz's: not comparable with the paper
     seen = []
-    for split, source, labels in (("train", train, train_labels), ("val", train, train_labels),
-                                  ("test", valid, valid_labels)):
+    for split, source, labels in (
+        ("train", train, train_labels),
+        ("val", train, train_labels),
+        ("test", valid, valid_labels),
+    ):
         items = read_all(tmp_path / "out", split)
         assert sorted(items) == list(range(manifest["splits"][split]["images"]))
         found = np.stack([items[i]["image"] for i in sorted(items)])
@@ -183,8 +187,14 @@ def test_prepare_imagenet_round_trip(tmp_path, layout):
     assert sorted(seen) == list(range(23))  # train and val: disjoint, all of the train archive
     # the run record of a test on Chrabaszcz's data says that it is not the paper's
     record = RunRecord(str(tmp_path / "run"), "pixelcnn", "imagenet8", quality=None)
-    pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-               callbacks=[record]).test(tiny_model(3, 256, 8, 8), StreamingImageDataModule(str(tmp_path / "out")))
+    pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[record],
+    ).test(tiny_model(3, 256, 8, 8), StreamingImageDataModule(str(tmp_path / "out")))
     dataset = json.loads((tmp_path / "run" / "record.json").read_text())["dataset"]
     assert dataset == ("imagenet8" if layout == "paper" else f"imagenet8 ({manifest['note']})")
     assert layout == "paper" or "not comparable with the downsampled ImageNet of the PixelRNN paper" in dataset
@@ -196,8 +206,11 @@ def test_prepared_cifar10_streams_the_in_memory_splits_with_their_labels(tmp_pat
     rng = np.random.default_rng(5)
     (tmp_path / "cifar10").mkdir()
     for split, count in (("train", 30), ("test", 8)):
-        np.savez(tmp_path / "cifar10" / f"cifar10_{split}.npz", y=rng.integers(0, 10, count),
-                 x=rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8))
+        np.savez(
+            tmp_path / "cifar10" / f"cifar10_{split}.npz",
+            y=rng.integers(0, 10, count),
+            x=rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8),
+        )
     prepare(in_memory_source("cifar10", tmp_path, False, 6, 3), str(tmp_path / "out"), workers=2)
     in_memory = CIFAR10DataModule(tmp_path, download=False, val_size=6, split_seed=3, bits=5)
     in_memory.setup()
@@ -215,13 +228,20 @@ def test_prepared_cifar10_streams_the_in_memory_splits_with_their_labels(tmp_pat
 
 def synthetic_source(splits: dict[str, int] = SPLITS, classes: int | None = 3) -> Source:
     """Binary 4x4 images whose pixels spell their id (ddp_stream.id_images), labels id % classes."""
+
     def split(count: int, first: int) -> Split:
         ids = np.arange(first, first + count)
         return Split(ArrayOriginal(id_images(ids), None if classes is None else ids % classes), np.arange(count))
 
     firsts = np.cumsum([0, *splits.values()])
-    return Source("synthetic", (1, 4, 4), 1, classes, {name: split(count, int(first)) for (name, count), first
-                                                       in zip(splits.items(), firsts)}, {"val_size": splits["val"]})
+    return Source(
+        "synthetic",
+        (1, 4, 4),
+        1,
+        classes,
+        {name: split(count, int(first)) for (name, count), first in zip(splits.items(), firsts)},
+        {"val_size": splits["val"]},
+    )
 
 
 def test_prepare_verifies_its_output_and_restarts_unfinished_splits(tmp_path, monkeypatch, capsys):
@@ -326,8 +346,14 @@ def checkpoint(tmp_path_factory) -> Path:
 def two_processes(chunks, checkpoint, tmp_path_factory) -> list[dict]:
     """tests/ddp_stream.py on 2 processes (one subprocess; Lightning starts the second)."""
     out = tmp_path_factory.mktemp("ddp")
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "ddp_stream.py"), str(chunks), str(checkpoint), "2",
-                             str(out)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "ddp_stream.py"), str(chunks), str(checkpoint), "2", str(out)],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
@@ -353,18 +379,26 @@ def test_test_nll_on_two_processes_equals_one_process_and_the_closed_form(two_pr
 def test_a_run_resumed_mid_epoch_neither_repeats_nor_skips_images(chunks, checkpoint, tmp_path):
     """A checkpoint written after 5 of the 12 training steps of an epoch holds the loader's position:
     resumed from it, a run trains on exactly the remaining images, in the same order."""
+
     def fit(ckpt_path: str | None = None) -> list[int]:
         seen = SeenIds()
         every_5_steps = ModelCheckpoint(tmp_path, "{step}", every_n_train_steps=5, save_top_k=-1)
-        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                             enable_model_summary=False, max_epochs=1, limit_val_batches=0,
-                             callbacks=[seen, every_5_steps])
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            max_epochs=1,
+            limit_val_batches=0,
+            callbacks=[seen, every_5_steps],
+        )
         trainer.fit(load_model(checkpoint), datamodule(str(chunks)), ckpt_path=ckpt_path, weights_only=True)
         return seen.seen["train"]
 
     whole_epoch = fit()
     assert sorted(whole_epoch) == list(range(36))
-    assert fit(str(tmp_path / "step=5.ckpt")) == whole_epoch[5 * 3:]
+    assert fit(str(tmp_path / "step=5.ckpt")) == whole_epoch[5 * 3 :]
 
 
 # ---- the install -------------------------------------------------------------------------------
@@ -378,7 +412,12 @@ def test_the_streaming_engine_leaves_torchmetrics_and_lightning_importable(two_p
 
 def test_gpu_check_stops_at_once_without_cuda():
     env = ENV | {"CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py")], env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "gpu_check.py needs a CUDA GPU, and torch sees none" in result.stderr

@@ -1,6 +1,7 @@
 """Sweeps and launchers: an Optuna study through train.py (a failed trial does not stop it), a
 submitit_local multirun whose jobs run side by side, and the SLURM launcher's settings."""
 
+import json
 import math
 import re
 from datetime import datetime
@@ -8,6 +9,7 @@ from datetime import datetime
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, read_write
 from support import requires_data, wandb_logged, wandb_records
 from test_cli import run
 from test_configs import CONF
@@ -23,10 +25,23 @@ def wandb_run_group_and_tags(job_dir):
 @requires_data
 def test_an_optuna_study_records_a_failed_trial_and_goes_on(tmp_path):
     # RandomSampler(seed=10) draws lr=-1 (refused at start) for trial 0, then lr=0.001
-    result = run("train.py", "-m", "debug=smoke", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                 "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=10", "optimizer.lr=choice(-1.0,0.001)",
-                 "model.net.hidden=8", "model.net.layers=2", "trainer.limit_train_batches=2", "test=false",
-                 "callbacks.sample_grid.num_samples=1", f"hydra.sweep.dir={tmp_path}", env={"WANDB_MODE": "offline"})
+    result = run(
+        "train.py",
+        "-m",
+        "debug=smoke",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=10",
+        "optimizer.lr=choice(-1.0,0.001)",
+        "model.net.hidden=8",
+        "model.net.layers=2",
+        "trainer.limit_train_batches=2",
+        "test=false",
+        "callbacks.sample_grid.num_samples=1",
+        f"hydra.sweep.dir={tmp_path}",
+        env={"WANDB_MODE": "offline"},
+    )
     assert result.returncode == 1 and "1 job(s) failed" in result.stderr, result.stderr[-3000:]
     assert "optimizer.lr must be a number above 0" in (tmp_path / "0" / "failure.txt").read_text()
     assert "Failed experiment" in result.stdout + result.stderr  # told to Optuna as a failed trial
@@ -37,6 +52,36 @@ def test_an_optuna_study_records_a_failed_trial_and_goes_on(tmp_path):
     assert group == f"optuna-{tmp_path.name}" and "pixelcnn" in tags  # the sweep's group, the model's tag
     # the value Optuna got is the job's last validation bits/dim
     assert best["best_value"] == pytest.approx(float(wandb_logged(run_dir)["summary"]["val/bpd"]), rel=1e-6)
+    assert math.isfinite(best["best_value"])
+
+
+@pytest.mark.slow
+@requires_data
+@pytest.mark.parametrize("model", ["pixelcnn_pp", "dcgan"])
+def test_an_optuna_study_of_a_model_outside_the_hidden_and_layers_family_completes_its_trial(model, tmp_path):
+    result = run(
+        "train.py",
+        "-m",
+        "debug=smoke",
+        "hparams_search=optuna",
+        f"model={model}",
+        "hydra.sweeper.n_trials=1",
+        "logger=csv",
+        "test=false",
+        "callbacks.sample_grid.num_samples=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    record = json.loads((tmp_path / "0" / "record.json").read_text())
+    assert set(best["best_params"]) == set(
+        yaml.safe_load((CONF / "hparams_search" / "optuna.yaml").read_text())["search_spaces"][model]
+    )  # the model's own space
+    if model == "dcgan":  # no likelihood: the study minimises the KID of the final samples
+        assert best["best_value"] == pytest.approx(record["kid"])
     assert math.isfinite(best["best_value"])
 
 
@@ -63,11 +108,25 @@ def test_an_optuna_study_in_sqlite_continues_where_the_last_process_stopped(tmp_
 def test_a_second_optuna_sweep_with_sqlite_storage_continues_the_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     for sweep in ("first", "second"):
-        result = run("train.py", "-m", "debug=smoke", "hparams_search=optuna", "hydra.sweeper.n_trials=1",
-                     f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=persistent", "logger=csv",
-                     "test=false", "fid.num_samples=0", "callbacks.sample_grid.num_samples=1",
-                     "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
-                     "model.net.hidden=8", "model.net.layers=2", f"hydra.sweep.dir={tmp_path / sweep}")
+        result = run(
+            "train.py",
+            "-m",
+            "debug=smoke",
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=1",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.study_name=persistent",
+            "logger=csv",
+            "test=false",
+            "fid.num_samples=0",
+            "callbacks.sample_grid.num_samples=1",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
+            "trainer.num_sanity_val_steps=0",
+            "model.net.hidden=8",
+            "model.net.layers=2",
+            f"hydra.sweep.dir={tmp_path / sweep}",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna_trials(storage, "persistent")
     assert [trial.number for trial in trials] == [0, 1]  # the second sweep's trial goes on from the first's
@@ -83,8 +142,16 @@ def first_and_last_log_time(job_dir):
 
 @requires_data
 def test_submitit_local_runs_the_jobs_of_a_multirun_side_by_side(tmp_path):
-    result = run("train.py", "-m", "hydra/launcher=submitit_local", "debug=smoke", "logger=csv",
-                 "callbacks.sample_grid.num_samples=1", "optimizer.lr=0.001,0.002", f"hydra.sweep.dir={tmp_path}")
+    result = run(
+        "train.py",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "debug=smoke",
+        "logger=csv",
+        "callbacks.sample_grid.num_samples=1",
+        "optimizer.lr=0.001,0.002",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     spans = []
     for job in ("0", "1"):
@@ -105,8 +172,16 @@ def test_a_multirun_with_a_failed_job_exits_1_with_the_summary_under_every_launc
     model = tiny_model()
     torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, tmp_path / "tiny.ckpt")
     sweep = tmp_path / "sweep"
-    result = run("sample.py", "-m", f"hydra/launcher={launcher}", f"ckpt_path={tmp_path / 'tiny.ckpt'}", "device=cpu",
-                 "num_samples=0,1", f"hydra.sweep.dir={sweep}", env={"OMP_NUM_THREADS": "1"})
+    result = run(
+        "sample.py",
+        "-m",
+        f"hydra/launcher={launcher}",
+        f"ckpt_path={tmp_path / 'tiny.ckpt'}",
+        "device=cpu",
+        "num_samples=0,1",
+        f"hydra.sweep.dir={sweep}",
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.endswith(f"error: 1 job(s) failed; their failure.txt says why:\n  {sweep / '0'}\n")
     assert "num_samples must be an integer of at least 1" in (sweep / "0" / "failure.txt").read_text()
@@ -115,9 +190,18 @@ def test_a_multirun_with_a_failed_job_exits_1_with_the_summary_under_every_launc
 
 def test_the_slurm_launcher_asks_one_task_per_device_and_lightning_reads_the_ranks(monkeypatch):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
-            "hydra/launcher=slurm", "trainer=multinode", "trainer.devices=4", "trainer.num_nodes=3",
-            "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=60"])
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=[
+                "hydra/launcher=slurm",
+                "trainer=multinode",
+                "trainer.devices=4",
+                "trainer.num_nodes=3",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.timeout_min=60",
+            ],
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (3, 4, 4)
@@ -129,9 +213,16 @@ def test_the_slurm_launcher_asks_one_task_per_device_and_lightning_reads_the_ran
     from pytorch_lightning.plugins.environments import SLURMEnvironment
     from pytorch_lightning.strategies import DDPStrategy
 
-    for name, value in {"SLURM_NTASKS": "12", "SLURM_NTASKS_PER_NODE": "4", "SLURM_PROCID": "6",
-                        "SLURM_LOCALID": "2", "SLURM_NODEID": "1", "SLURM_JOB_NAME": "train",
-                        "SLURM_NODELIST": "node[1-3]", "SLURM_JOB_ID": "1"}.items():
+    for name, value in {
+        "SLURM_NTASKS": "12",
+        "SLURM_NTASKS_PER_NODE": "4",
+        "SLURM_PROCID": "6",
+        "SLURM_LOCALID": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NODELIST": "node[1-3]",
+        "SLURM_JOB_ID": "1",
+    }.items():
         monkeypatch.setenv(name, value)
     trainer = pl.Trainer(accelerator="cpu", devices=4, num_nodes=3, strategy=DDPStrategy(), logger=False)
     environment = trainer.strategy.cluster_environment
@@ -140,11 +231,167 @@ def test_the_slurm_launcher_asks_one_task_per_device_and_lightning_reads_the_ran
 
 
 def test_the_optuna_search_composes_over_lr_width_and_depth():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    cfg = sweep_config()
     assert cfg.optimized_metric == "val/bpd" and cfg.hydra.sweeper.direction == "minimize"
-    assert set(cfg.hydra.sweeper.params) == {"optimizer.lr", "model.net.hidden", "model.net.layers"}
+    assert set(cfg.search_spaces.pixelcnn) == {"optimizer.lr", "model.net.hidden", "model.net.layers"}
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.callbacks.optuna_study._target_ == "pixel_lightning.optuna_search.OptunaStudy"
+
+
+def sweep_config(*overrides):
+    """The multirun's config of train.py with hparams_search=optuna, as the sweeper gets it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hparams_search=optuna", *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves
+    return cfg
+
+
+def trial_overrides(cfg, trial):
+    """The overrides the Optuna sweeper gives `trial` (hydra_optuna_sweeper's _configure_trials)."""
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    params = cfg.hydra.sweeper.params or {}
+    distributions, fixed = create_params_from_overrides([f"{key}={value}" for key, value in params.items()])
+    for name, distribution in distributions.items():
+        trial._suggest(name, distribution)
+    if cfg.hydra.sweeper.custom_search_space:
+        instantiate({"_target_": cfg.hydra.sweeper.custom_search_space, "_partial_": True})(cfg, trial)
+    return [f"{name}={value}" for name, value in (dict(trial.params) | fixed).items()]
+
+
+@pytest.mark.parametrize("model", sorted(path.stem for path in (CONF / "model").glob("*.yaml")))
+def test_every_model_s_optuna_trials_compose_with_the_values_drawn(model):
+    import optuna
+
+    cfg = sweep_config(f"model={model}")
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    overrides = trial_overrides(cfg, trial)
+    assert len(overrides) >= 2  # a learning rate and a size, at least
+    job = sweep_config(f"model={model}", *overrides)  # as Hydra composes the trial's job
+    for name, value in trial.params.items():
+        assert OmegaConf.select(job, name) == value
+    assert job.optimized_metric == ("record/kid" if model == "dcgan" else "val/bpd")  # the GAN has no bits/dim
+
+
+def test_a_searched_setting_the_model_lacks_is_one_paragraph_before_any_trial(capsys):
+    from pixel_lightning.optuna_search import OptunaStudy
+
+    OptunaStudy().on_multirun_start(sweep_config("model=pixelcnn_pp"))  # its own space fits
+    cfg = sweep_config("model=pixelcnn_pp")
+    with read_write(cfg.hydra):  # a space of the user's, in hydra.sweeper.params
+        cfg.hydra.sweeper.params = {"model.net.hidden": "choice(16, 32)"}
+    with pytest.raises(SystemExit) as exit_status:
+        OptunaStudy().on_multirun_start(cfg)
+    assert exit_status.value.code == 2
+    assert "sets model.net.hidden, which model=pixelcnn_pp does not have" in capsys.readouterr().err
+    cfg = sweep_config("model=dcgan")
+    with read_write(cfg.hydra):  # as `python train.py -m hparams_search=optuna model=dcgan model.net.layers=2,4`
+        cfg.hydra.overrides.task.append("model.net.layers=2,4")
+    with pytest.raises(SystemExit):
+        OptunaStudy().on_multirun_start(cfg)
+    assert "sets model.net.layers, which model=dcgan does not have" in capsys.readouterr().err
+
+
+TINY_APP = """
+import hydra
+
+@hydra.main(version_base="1.3", config_path=".", config_name="tiny")
+def main(cfg):
+    return cfg.x
+
+main()
+"""
+TINY_CONFIG = """
+defaults:
+  - override hydra/sweeper: optuna
+  - _self_
+x: 0.5
+hydra:
+  callbacks:
+    optuna_study:
+      _target_: pixel_lightning.optuna_search.OptunaStudy
+  sweeper:
+    study_name: resumed
+    storage: {storage}
+    n_trials: 2
+    sampler:
+      seed: 1234
+    params:
+      x: interval(0, 1)
+"""
+
+
+def test_a_study_resumed_from_storage_draws_new_parameters(tmp_path):
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    (tmp_path / "tiny.py").write_text(TINY_APP)
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.format(storage=storage))
+    for sweep in ("first", "second"):  # the same command twice, as after an interruption
+        result = subprocess.run(
+            [sys.executable, str(tmp_path / "tiny.py"), "-m", f"hydra.sweep.dir={tmp_path / sweep}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "Study resumed holds 2 trials: sampler seed 1234 + 2" in result.stderr + result.stdout
+    drawn = [trial.params["x"] for trial in optuna_trials(storage, "resumed")]
+    assert len(drawn) == 4 and len(set(drawn)) == 4, drawn  # the second run's seed 1236 repeats none
+
+
+def test_train_py_s_study_resumed_from_storage_gets_its_seed_offset_by_the_stored_trials(tmp_path):
+    import optuna
+
+    from pixel_lightning.optuna_search import OptunaStudy
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="s", storage=storage).optimize(
+        lambda trial: trial.suggest_float("x", 0, 1), n_trials=3
+    )
+    cfg = sweep_config(f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=s")  # hydra node read-only
+    OptunaStudy().on_multirun_start(cfg)
+    assert cfg.hydra.sweeper.sampler.seed == 1234 + 3
+    cfg = sweep_config(f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=new")
+    OptunaStudy().on_multirun_start(cfg)
+    assert cfg.hydra.sweeper.sampler.seed == 1234
+
+
+@pytest.mark.parametrize(
+    "storage",
+    ["sqlite:///{tmp_path}/a_file/study.db", "sqlite:////proc/study.db", "not a url", "postgresql://localhost/study"],
+)
+def test_an_unusable_optuna_storage_is_one_paragraph(tmp_path, storage, capsys):
+    from pixel_lightning.optuna_search import stored_trials
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as exit_status:
+        stored_trials(storage.format(tmp_path=tmp_path), "study")
+    err = capsys.readouterr().err
+    assert exit_status.value.code == 2 and err.startswith("error: Could not open the Optuna storage")
+    assert err.count("\n") == 1 and "hydra.sweeper.storage=null" in err
+
+
+def test_train_py_with_an_unusable_optuna_storage_stops_in_one_paragraph(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = run(
+        "train.py",
+        "-m",
+        "hparams_search=optuna",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/a_file/x.db",
+        "hydra.sweeper.study_name=s",
+        "logger=csv",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 2 and "error: Could not open the Optuna storage" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "sweep" / "0").exists()
 
 
 def test_the_job_returns_the_optimized_metric():

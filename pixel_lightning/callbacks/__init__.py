@@ -9,5 +9,14 @@ from pixel_lightning.callbacks.run_record import RunRecord
 from pixel_lightning.callbacks.sample_grid import SampleGrid
 from pixel_lightning.callbacks.wandb_run_id import WandbRunId
 
-__all__ = ["DivergenceGuard", "LearningCurve", "PlainProgress", "progress_bar", "RankSeed", "RestoredPathGuard",
-           "RunRecord", "SampleGrid", "WandbRunId"]
+__all__ = [
+    "DivergenceGuard",
+    "LearningCurve",
+    "PlainProgress",
+    "progress_bar",
+    "RankSeed",
+    "RestoredPathGuard",
+    "RunRecord",
+    "SampleGrid",
+    "WandbRunId",
+]

@@ -47,8 +47,9 @@ class DivergenceGuard(pl.Callback):
     ) -> None:
         if isinstance(pl_module, LogsStepWindow):  # the module reads its window at the logging steps
             return
-        losses = {name: value for name, value in named_tensors(outputs)
-                  if value.is_floating_point() and value.numel() == 1}
+        losses = {
+            name: value for name, value in named_tensors(outputs) if value.is_floating_point() and value.numel() == 1
+        }
         self._window.add(trainer, batch_idx, **losses)
         if is_logging_step(trainer):
             self._window.read(trainer, pl_module)

@@ -32,7 +32,9 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.trainer.states import RunningStage
 
 from pixel_lightning.callbacks.images_seen import trained_images
+from pixel_lightning.errors import CheckpointError
 from pixel_lightning.evaluation.fid import SampleQuality, labelled_subset
+from pixel_lightning.records import check_curve, check_number
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,16 @@ class LearningCurve(pl.Callback):
         clock: seconds, monotonic (tests pass a fake one).
     """
 
-    def __init__(self, every_seconds: float | None = 60.0, every_images: int | None = None, images: int = 2000,
-                 batch_size: int = 250, kid_samples: int = 250, quality: SampleQuality | Mapping | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        every_seconds: float | None = 60.0,
+        every_images: int | None = None,
+        images: int = 2000,
+        batch_size: int = 250,
+        kid_samples: int = 250,
+        quality: SampleQuality | Mapping | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         for name, value in (("every_seconds", every_seconds), ("every_images", every_images)):
             if value is not None and not value > 0:
                 raise ValueError(f"curve.{name} must be positive or null, got {value}")
@@ -81,11 +90,16 @@ class LearningCurve(pl.Callback):
         # nothing to measure for a model without a likelihood when sample quality is off (fid.num_samples=0),
         # nor without a DataModule (a bare dataloader given to fit has no held-out split), nor in a
         # trainer.fast_dev_run (a check that the code runs: a curve of a few steps means nothing)
-        self.active = trainer.datamodule is not None and not getattr(trainer, "fast_dev_run", False) and (
-            has_likelihood(pl_module) or bool(self.quality and self.quality.num_samples))
+        self.active = (
+            trainer.datamodule is not None
+            and not getattr(trainer, "fast_dev_run", False)
+            and (has_likelihood(pl_module) or bool(self.quality and self.quality.num_samples))
+        )
         if trainer.datamodule is None and trainer.is_global_zero:
-            log.warning("No learning curve for this run: it is measured on the DataModule's validation split, and "
-                        "the fit was given bare dataloaders.")
+            log.warning(
+                "No learning curve for this run: it is measured on the DataModule's validation split, and "
+                "the fit was given bare dataloaders."
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.images_seen += trained_images(batch, trainer)  # alike on every rank: all measure at the same steps
@@ -101,10 +115,12 @@ class LearningCurve(pl.Callback):
     def _due(self, now: float) -> bool:
         """Has the clock or the image count crossed a multiple of its interval since the last point?"""
         last = self.points[-1] if self.points else {"time_s": 0.0, "images": 0}
-        by_time = self.every_seconds and _interval(now, self.every_seconds) > _interval(last["time_s"],
-                                                                                         self.every_seconds)
+        by_time = self.every_seconds and _interval(now, self.every_seconds) > _interval(
+            last["time_s"], self.every_seconds
+        )
         by_images = self.every_images and _interval(self.images_seen, self.every_images) > _interval(
-            last["images"], self.every_images)
+            last["images"], self.every_images
+        )
         return bool(by_time or by_images)
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -116,8 +132,9 @@ class LearningCurve(pl.Callback):
             point = {"time_s": now, "images": self.images_seen, "steps": trainer.global_step}
             with torch.random.fork_rng(devices=[]):  # training's random stream stays as it was
                 point |= self.evaluate(trainer, pl_module)
-            self.points.append({key: point.get(key) for key in ("time_s", "images", "steps", "bpd", "bpd_se", "kid",
-                                                                 "kid_std")})
+            self.points.append(
+                {key: point.get(key) for key in ("time_s", "images", "steps", "bpd", "bpd_se", "kid", "kid_std")}
+            )
             # at the step of the batch just trained, as Lightning logs that batch's own metrics
             log_point(trainer.loggers, self.points[-1], max(trainer.global_step - 1, 0))
         spent = self.clock() - begin
@@ -138,8 +155,9 @@ class LearningCurve(pl.Callback):
         if self._subset is None:
             datamodule = trainer.datamodule
             datamodule.setup("fit")
-            torch.manual_seed(0)  # a dynamically binarized split draws its pixels: the same ones every run
-            # (measure() runs this inside fork_rng, so training's random stream is untouched)
+            # a dynamically binarized split draws its pixels from the global CPU generator: the same ones every
+            # run (measure() runs this inside fork_rng, so training's streams, CPU and CUDA, are untouched)
+            torch.default_generator.manual_seed(0)
             self._subset = labelled_subset(datamodule.val_dataset, min(self.images, len(datamodule.val_dataset)))
         return self._subset
 
@@ -150,11 +168,28 @@ class LearningCurve(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume the curve of a checkpoint, unless this process trained already: the test after
-        training loads the best checkpoint, whose curve stops before the run's end."""
+        training loads the best checkpoint, whose curve stops before the run's end. The state comes
+        from a file: anything but what state_dict writes is refused (CheckpointError)."""
         if self._start is not None:
             return
-        self.points = list(state_dict["points"])
-        self.images_seen, self.elapsed = state_dict["images_seen"], state_dict["elapsed"]
+        try:
+            if not isinstance(state_dict, dict):
+                raise ValueError(f"a {type(state_dict).__name__}, not an object")
+            points = check_curve(state_dict.get("points"))
+            images_seen, elapsed = state_dict.get("images_seen"), state_dict.get("elapsed")
+            for name, value in (("images_seen", images_seen), ("elapsed", elapsed)):
+                check_number(name, value)
+                if value is None or value < 0:
+                    raise ValueError(f"{name} is {value}, not a number of at least 0")
+            if not isinstance(images_seen, int):
+                raise ValueError(f"images_seen is {images_seen}, not a whole number of images")
+        except ValueError as err:
+            raise CheckpointError(
+                f"The learning-curve state of the resume checkpoint cannot be used: {err}. The file was not written "
+                "by train.py, or was altered since: resume from another checkpoint of the run, or leave out ckpt_path "
+                "to start a fresh run."
+            ) from err
+        self.points, self.images_seen, self.elapsed = points, images_seen, float(elapsed)
 
 
 def has_likelihood(pl_module: pl.LightningModule) -> bool:
@@ -166,8 +201,9 @@ def _interval(value: float, every: float) -> int:
 
 
 @torch.no_grad()
-def held_out_bpd(pl_module: pl.LightningModule, images: torch.Tensor, batch_size: int,
-                 labels: torch.Tensor | None = None) -> dict[str, float]:
+def held_out_bpd(
+    pl_module: pl.LightningModule, images: torch.Tensor, batch_size: int, labels: torch.Tensor | None = None
+) -> dict[str, float]:
     """Mean bits/dim of `images` (N, C, H, W) under the model (given their `labels` (N,) when it is
     class-conditional: -log p(x | y)), and its standard error over the images."""
     was_training = pl_module.training
@@ -175,7 +211,8 @@ def held_out_bpd(pl_module: pl.LightningModule, images: torch.Tensor, batch_size
 
     def nats_of(start: int) -> torch.Tensor:
         label = {} if labels is None else {"label": labels[start : start + batch_size].to(pl_module.device)}
-        return -pl_module.log_prob(images[start : start + batch_size].to(pl_module.device), **label).double().cpu()
+        nats = -pl_module.log_prob(images[start : start + batch_size].to(pl_module.device), **label)
+        return nats.cpu().double()  # float64 on the CPU: a device may have none (MPS)
 
     try:
         nats = torch.cat([nats_of(start) for start in range(0, len(images), batch_size)])  # (N,)

@@ -70,8 +70,11 @@ class PlainProgress(ProgressBar):
         eta = elapsed / steps * (total - trainer.global_step) if steps and math.isfinite(total) else math.nan
         loss = latest_logged(trainer, "train/loss")  # as of the latest logging step; none before the first
         shown = "?" if loss is None else f"{float(loss):.4f}"
-        print(f"{self._epoch(trainer)} step {trainer.global_step}/{total} loss {shown} "
-              f"{self._images / elapsed:.1f} images/s ETA {format_seconds(eta)}", flush=True)
+        print(
+            f"{self._epoch(trainer)} step {trainer.global_step}/{total} loss {shown} "
+            f"{self._images / elapsed:.1f} images/s ETA {format_seconds(eta)}",
+            flush=True,
+        )
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

@@ -60,7 +60,8 @@ class RestoredPathGuard(pl.Callback):
         if dropped:
             log.warning(
                 "The resume checkpoint names files outside this run's checkpoint folder, or files that are not "
-                "there; they are ignored (never deleted nor tested): %s", ", ".join(dict.fromkeys(dropped)),
+                "there; they are ignored (never deleted nor tested): %s",
+                ", ".join(dict.fromkeys(dropped)),
             )
 
 

@@ -20,7 +20,6 @@ The record's fields and its file: pixel_lightning/records.py.
 from __future__ import annotations
 
 import logging
-import math
 import resource
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from pixel_lightning.callbacks.images_seen import trained_images
 from pixel_lightning.callbacks.learning_curve import LearningCurve
 from pixel_lightning.callbacks.sample_grid import SampleGrid
 from pixel_lightning.images import make_grid, save_png
-from pixel_lightning.records import blank_record, git_commit, write_record
+from pixel_lightning.records import blank_record, check_number, git_commit, write_record
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +63,27 @@ class RunRecord(pl.Callback):
         data: the data config, saved in checkpoints for eval.py.
     """
 
-    def __init__(self, output_dir: str, model_name: str | None = None, dataset: str | None = None, task: str = "train",
-                 seed: int | None = None, overrides: Sequence[str] = (), quality=None, after_test: bool = True,
-                 data: Mapping | None = None):
+    def __init__(
+        self,
+        output_dir: str,
+        model_name: str | None = None,
+        dataset: str | None = None,
+        task: str = "train",
+        seed: int | None = None,
+        overrides: Sequence[str] = (),
+        quality=None,
+        after_test: bool = True,
+        data: Mapping | None = None,
+    ):
         self.output_dir = Path(output_dir)
-        self.known = {"model": model_name, "dataset": dataset, "task": task, "seed": seed,
-                      "overrides": list(overrides), "git_commit": git_commit()}
+        self.known = {
+            "model": model_name,
+            "dataset": dataset,
+            "task": task,
+            "seed": seed,
+            "overrides": list(overrides),
+            "git_commit": git_commit(),
+        }
         self.quality = hydra.utils.instantiate(quality) if isinstance(quality, Mapping) else quality
         self.after_test = after_test
         self.data = OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data) else data
@@ -88,6 +102,8 @@ class RunRecord(pl.Callback):
     # ---- measuring --------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._memory_start is None:  # the first stage of the run (fit, or test in eval.py)
+            if self.quality is not None and not trainer.fast_dev_run and trainer.datamodule is not None:
+                self.quality.check_usable(trainer.datamodule)  # not after hours of training or testing
             self._cuda = pl_module.device.type == "cuda" or trainer.strategy.root_device.type == "cuda"
             if self._cuda:
                 torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
@@ -104,18 +120,35 @@ class RunRecord(pl.Callback):
         (nothing when the earlier sessions are unknown: they stay unknown)."""
         if self.earlier is None or self._trainer is None:
             return {}
-        session = {"epochs": _epochs(self._trainer, self.batch_images), "batch_seconds": self.batch_seconds,
-                   "images": self.batch_images, "train_time_s": self._session_time()}
+        session = {
+            "epochs": _epochs(self._trainer, self.batch_images),
+            "batch_seconds": self.batch_seconds,
+            "images": self.batch_images,
+            "train_time_s": self._session_time(),
+        }
         return {key: self.earlier[key] + session[key] for key in EARLIER_TOTALS}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the totals (numbers from a file: anything else leaves them unknown) when a fit
         resumes. Not after training here: the test then restores the best checkpoint's callback
         states too, and those totals count this session already."""
-        if self._train_start is not None:
+        if self._train_start is not None or not state:  # no totals: its earlier sessions are unknown
             return
-        if all(isinstance(state.get(key), (int, float)) and 0 <= state[key] < math.inf for key in EARLIER_TOTALS):
-            self.earlier = {key: float(state[key]) for key in EARLIER_TOTALS}
+        try:
+            if not isinstance(state, dict):
+                raise ValueError(f"a {type(state).__name__}, not an object")
+            for key in EARLIER_TOTALS:
+                check_number(key, state.get(key))  # at most LARGEST: sums and rates of them stay finite
+                if state.get(key) is None or state[key] < 0:
+                    raise ValueError(f"{key} is {state.get(key)}")
+        except ValueError as err:
+            log.warning(
+                "The resume checkpoint's run-record totals are unusable (%s): the record's totals over every "
+                "session stay unknown (null)",
+                err,
+            )
+            return
+        self.earlier = {key: float(state[key]) for key in EARLIER_TOTALS}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch_start = time.perf_counter()
@@ -198,8 +231,14 @@ class RunRecord(pl.Callback):
             "peak_memory_kind": kind,
             "device": _device_name(trainer.strategy.root_device),
             "precision": str(trainer.precision),
-            "sample_grid": next((_relative(c.last_path, self.output_dir) for c in trainer.callbacks
-                                 if isinstance(c, SampleGrid) and c.last_path), None),
+            "sample_grid": next(
+                (
+                    _relative(c.last_path, self.output_dir)
+                    for c in trainer.callbacks
+                    if isinstance(c, SampleGrid) and c.last_path
+                ),
+                None,
+            ),
             "wandb": _wandb_run(trainer),
             "curve": next((c.points for c in trainer.callbacks if isinstance(c, LearningCurve)), None),
         }
@@ -227,15 +266,22 @@ class RunRecord(pl.Callback):
 
 
 def log_record(loggers, record: dict[str, Any]) -> None:
-    """W&B: summary `record/<field>` and a one-row Table `run_record`; other loggers: scalar fields as metrics."""
-    flat = {key: " ".join(value) if key == "overrides" else value for key, value in record.items()
-            if value is not None and key != "wandb"}
+    """W&B: summary `record/<field>` and a one-row Table `run_record`; CSV: every field; other
+    loggers (TensorBoard, MLflow): the numeric fields as metrics."""
+    flat = {
+        key: " ".join(value) if key == "overrides" else value
+        for key, value in record.items()
+        if value is not None and key != "wandb"
+    }
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.summary.update({f"record/{key}": value for key, value in flat.items()})
             logger.log_table(key="run_record", columns=list(flat), data=[list(flat.values())])
-        else:
-            logger.log_metrics({f"record/{key}": value for key, value in flat.items()})
+        else:  # CSV keeps text too; TensorBoard and MLflow metrics are numbers only
+            text = type(logger).__name__ == "CSVLogger"
+            logger.log_metrics(
+                {f"record/{key}": value for key, value in flat.items() if text or isinstance(value, int | float)}
+            )
             logger.save()
 
 

@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 import torch
 
 from pixel_lightning.errors import UserError
-from pixel_lightning.images import make_grid, save_png
+from pixel_lightning.images import make_grid, picture, save_png
+from pixel_lightning.loggers import log_image
 
 log = logging.getLogger(__name__)
 
@@ -17,13 +18,19 @@ log = logging.getLogger(__name__)
 class SampleGrid(pl.Callback):
     """Every `every_n_epochs` epochs and once at the end of training, sample `num_samples`
     images, save them as `<dirpath>/epoch_XXX.png` (`final_step_N.png` when training stopped
-    between those epochs) and log them to every logger that takes images (e.g. W&B). Sampling
-    uses a fixed seed, so grids of successive epochs are comparable. A class-conditional model
-    (one with `classes`) draws one row per class instead, `samples_per_class` images each.
+    between those epochs; enlarged to be read, see images.picture) and log them at their native
+    size to every logger that keeps images (W&B, TensorBoard, MLflow). Sampling uses a fixed
+    seed, so grids of successive epochs are comparable. A class-conditional model (one with
+    `classes`) draws one row per class instead, `samples_per_class` images each.
     """
 
     def __init__(
-        self, dirpath: str, num_samples: int = 16, every_n_epochs: int = 1, temperature: float = 1.0, seed: int = 0,
+        self,
+        dirpath: str,
+        num_samples: int = 16,
+        every_n_epochs: int = 1,
+        temperature: float = 1.0,
+        seed: int = 0,
         samples_per_class: int = 4,
     ):
         if num_samples < 1 or every_n_epochs < 1 or samples_per_class < 1 or not temperature > 0:
@@ -59,9 +66,7 @@ class SampleGrid(pl.Callback):
             options, count, nrow = {}, self.num_samples, None
         with torch.no_grad():  # sample() also switches to eval mode and back
             levels = pl_module.sample(count, temperature=self.temperature, generator=generator, **options)
-        grid = make_grid(levels, pl_module.levels, nrow=nrow)
-        path = self.last_path = save_png(grid, self.dirpath / f"{name}.png")
+        path = self.last_path = save_png(picture(levels, pl_module.levels, nrow=nrow), self.dirpath / f"{name}.png")
+        grid = make_grid(levels, pl_module.levels, nrow=nrow)  # the loggers keep the native size, for analysis
         log.info("Saved a sample grid to %s", path)
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="samples", images=[grid], step=trainer.global_step, caption=[path.stem])
+        log_image(trainer.loggers, "samples", grid, trainer.global_step, caption=path.stem)

@@ -51,6 +51,7 @@ class CIFAR10DataModule(ImageDataModule):
         eval_batch_size: int | None = None,
         streaming: bool = False,  # the data config's switch: true builds the StreamingImageDataModule instead
         root: str | None = None,  # where the streamed chunks are (read by the StreamingImageDataModule only)
+        dataset: str | None = None,  # the data config's name (the StreamingImageDataModule checks its chunks)
         bits: int = 8,
         val_size: int = 5000,
         split_seed: int = 0,
@@ -61,10 +62,20 @@ class CIFAR10DataModule(ImageDataModule):
         check_int("val_size", val_size, 1)
         check_int("split_seed", split_seed, 0)
         super().__init__(
-            data_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            download=download, eval_batch_size=eval_batch_size, channels=channels, height=height,
-            width=width, levels=levels, produced_levels=2**bits, levels_because=f"bits={bits} gives 2**{bits}",
-            classes=classes, condition=condition,
+            data_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            download=download,
+            eval_batch_size=eval_batch_size,
+            channels=channels,
+            height=height,
+            width=width,
+            levels=levels,
+            produced_levels=2**bits,
+            levels_because=f"bits={bits} gives 2**{bits}",
+            classes=classes,
+            condition=condition,
         )
         self.bits = bits
         self.val_size = val_size

@@ -74,8 +74,9 @@ class PNGFolder:
             with tarfile.open(self.source, "r:") as archive:  # "r:": uncompressed only, so members can be sought
                 members = [m for m in archive if m.isfile()]
         except FileNotFoundError:
-            raise DataError(f"{self.source} does not exist. Give the path of the .tar or of its extracted folder.") \
-                from None
+            raise DataError(
+                f"{self.source} does not exist. Give the path of the .tar or of its extracted folder."
+            ) from None
         except (OSError, EOFError, tarfile.TarError) as exc:
             raise corrupt(self.source, f"it cannot be read as an uncompressed .tar archive ({exc})") from None
         self._check_pngs([m.name for m in members])
@@ -86,8 +87,8 @@ class PNGFolder:
         if others:
             raise DataError(
                 f"{self.source} holds files that are not PNGs (e.g. {others[0]}), so it is not a split of the paper's "
-                "downsampled ImageNet. Give the train or valid .tar from image-net.org/small (or its folder), or use "
-                "--format chrabaszcz for the Imagenet32/64 npz batches."
+                "downsampled ImageNet. Give the train or valid .tar from image-net.org/small (or its folder), or give "
+                "--source the folder of the Imagenet32/64 npz batches (train_data_batch_1.npz ... and val_data.npz)."
             )
 
     def __len__(self) -> int:
@@ -107,15 +108,16 @@ class PNGFolder:
             if len(data) != member.size:
                 raise OSError(f"{len(data)} of {member.size} bytes")
             with Image.open(io.BytesIO(data)) as image:
-                image.load()
+                # the header's mode and size, checked before any pixel is decoded (a decompression bomb never is)
                 mode, (width, height) = image.mode, image.size
+                if mode != "RGB":
+                    raise corrupt(path, f"it is a {mode} image, where the downsampled ImageNet has RGB images")
+                if (height, width) != (self.size, self.size):
+                    raise wrong_size(path, (3, height, width), self.size)
+                image.load()
                 pixels = np.asarray(image)
-        except (OSError, UnidentifiedImageError, SyntaxError) as exc:  # PIL reports truncated PNGs as OSError
-            raise corrupt(path, f"it is not a readable PNG ({exc})") from None
-        if mode != "RGB":
-            raise corrupt(path, f"it is a {mode} image, where the downsampled ImageNet has RGB images")
-        if (height, width) != (self.size, self.size):
-            raise wrong_size(path, (3, height, width), self.size)
+        except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise corrupt(path, f"it is not a readable PNG ({exc})") from None  # PIL: truncated PNGs are OSErrors
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
 
 
@@ -125,21 +127,32 @@ def read_chrabaszcz_npz(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:  # plain arrays only: a pickle could run code
             missing = sorted({"data", "labels"} - set(archive.files))
             if missing:
-                raise corrupt(path, f"it has no array named '{missing[0]}'; an Imagenet32/64 batch has 'data' and "
-                              "'labels'")
+                raise corrupt(
+                    path, f"it has no array named '{missing[0]}'; an Imagenet32/64 batch has 'data' and 'labels'"
+                )
             data, labels = archive["data"], archive["labels"]
     except FileNotFoundError:
         raise DataError(f"{path} does not exist. Give the folder that holds the Imagenet{size} npz batches.") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise corrupt(path, f"it cannot be read as an npz archive ({exc})") from None
-    if data.dtype != np.uint8 or data.ndim != 2:
-        raise corrupt(path, f"its array 'data' is {data.dtype} {data.shape}, expected uint8 (N, 3 * H * W)")
-    if data.shape[1] != 3 * size * size:
-        side = int(round((data.shape[1] / 3) ** 0.5))
-        raise wrong_size(path, (3, side, side) if 3 * side * side == data.shape[1] else (data.shape[1],), size)
+    check_npz_data(path, data.dtype, data.shape, size)
+    return data.reshape(-1, 3, size, size), checked_npz_labels(path, labels, len(data))
+
+
+def check_npz_data(path: Path, dtype: np.dtype, shape: tuple[int, ...], size: int) -> None:
+    """Refuse an Imagenet32/64 `data` array other than uint8 (N, 3 * size * size)."""
+    if dtype != np.uint8 or len(shape) != 2:
+        raise corrupt(path, f"its array 'data' is {dtype} {shape}, expected uint8 (N, 3 * H * W)")
+    if shape[1] != 3 * size * size:
+        side = int(round((shape[1] / 3) ** 0.5))
+        raise wrong_size(path, (3, side, side) if 3 * side * side == shape[1] else (shape[1],), size)
+
+
+def checked_npz_labels(path: Path, labels: np.ndarray, count: int) -> np.ndarray:
+    """An Imagenet32/64 batch's `count` 1-based labels, as int64 class numbers 0..999."""
     labels = np.asarray(labels)
-    if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
-        raise corrupt(path, f"its 'labels' are {labels.dtype} {labels.shape}, expected {len(data)} integers")
+    if labels.shape != (count,) or labels.dtype.kind not in "iu":
+        raise corrupt(path, f"its 'labels' are {labels.dtype} {labels.shape}, expected {count} integers")
     if len(labels) and (labels.min() < 1 or labels.max() > IMAGENET_CLASSES):
         raise corrupt(path, f"its labels run from {labels.min()} to {labels.max()}, expected 1..{IMAGENET_CLASSES}")
-    return data.reshape(-1, 3, size, size), labels.astype(np.int64) - 1
+    return labels.astype(np.int64) - 1

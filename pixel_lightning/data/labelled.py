@@ -10,6 +10,7 @@ otherwise), CIFAR-10's 50k training images serve CIFAR-10. The data folder is on
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,13 @@ BINARIZE_SEED = 12345  # the classifier's own fixed binarization of MNIST (2-lev
 def family(datamodule: ImageDataModule) -> str:
     """The labelled dataset behind a data module: 'mnist' or 'cifar10', or for streamed chunks of them
     'mnist-streamed' or 'cifar10-streamed' (trained on the streamed training split, cached apart)."""
-    from pixel_lightning.data.streaming import StreamingImageDataModule  # imports litdata: only when scoring
-
-    if isinstance(datamodule, StreamingImageDataModule) and datamodule.dataset in ("mnist", "cifar10"):
+    # A streamed DataModule has imported its module; importing it here would need litdata (the 'stream' extra).
+    streaming = sys.modules.get("pixel_lightning.data.streaming")
+    if (
+        streaming is not None
+        and isinstance(datamodule, streaming.StreamingImageDataModule)
+        and datamodule.dataset in ("mnist", "cifar10")
+    ):
         return f"{datamodule.dataset}-streamed"
     if isinstance(datamodule, (MNISTDataModule, BinarizedMNISTDataModule)):
         return "mnist"
@@ -70,6 +75,8 @@ def _cifar10(datamodule: CIFAR10DataModule, split: str) -> tuple[np.ndarray, np.
         names = CIFAR10DataModule.BATCHES[split]
         images, labels = read_cifar_pickles(source, names), read_cifar_pickles(source, names, read_cifar_batch_labels)
     if len(labels) != len(images):
-        raise DataError(f"The CIFAR-10 {split} file {source} has {len(labels)} labels for {len(images)} images. "
-                        "Delete it and download it again.")
+        raise DataError(
+            f"The CIFAR-10 {split} file {source} has {len(labels)} labels for {len(images)} images. "
+            "Delete it and download it again."
+        )
     return images, labels

@@ -50,12 +50,23 @@ class BinarizedMNISTDataModule(ImageDataModule):
         condition: str | None = None,
         streaming: bool = False,  # the data config's switch: true builds the StreamingImageDataModule instead
         root: str | None = None,  # where the streamed chunks are (read by the StreamingImageDataModule only)
+        dataset: str | None = None,  # the data config's name (the StreamingImageDataModule checks its chunks)
     ) -> None:
         super().__init__(
-            data_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            download=download, eval_batch_size=eval_batch_size, channels=channels, height=height,
-            width=width, levels=levels, produced_levels=2, levels_because="the binarization is fixed",
-            classes=classes, condition=condition,
+            data_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            download=download,
+            eval_batch_size=eval_batch_size,
+            channels=channels,
+            height=height,
+            width=width,
+            levels=levels,
+            produced_levels=2,
+            levels_because="the binarization is fixed",
+            classes=classes,
+            condition=condition,
         )
 
     def requirements(self) -> list[Requirement]:
@@ -145,6 +156,7 @@ class MNISTDataModule(ImageDataModule):
         eval_batch_size: int | None = None,
         streaming: bool = False,  # the data config's switch: true builds the StreamingImageDataModule instead
         root: str | None = None,  # where the streamed chunks are (read by the StreamingImageDataModule only)
+        dataset: str | None = None,  # the data config's name (the StreamingImageDataModule checks its chunks)
         bits: int = 8,
         binarize: str | None = None,
         val_size: int = 10000,
@@ -164,10 +176,20 @@ class MNISTDataModule(ImageDataModule):
         check_int("binarize_seed", binarize_seed, 0)
         produced, because = (2, f"binarize={binarize}") if binarize else (2**bits, f"bits={bits} gives 2**{bits}")
         super().__init__(
-            data_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            download=download, eval_batch_size=eval_batch_size, channels=channels, height=height,
-            width=width, levels=levels, produced_levels=produced, levels_because=because,
-            classes=classes, condition=condition,
+            data_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            download=download,
+            eval_batch_size=eval_batch_size,
+            channels=channels,
+            height=height,
+            width=width,
+            levels=levels,
+            produced_levels=produced,
+            levels_because=because,
+            classes=classes,
+            condition=condition,
         )
         self.bits = bits
         self.binarize = binarize
@@ -210,5 +232,3 @@ class MNISTDataModule(ImageDataModule):
         fixed = [binarize_once(images, self.binarize_seed, stream) for stream, images in enumerate((train, val, test))]
         train_set = DynamicBinarizedDataset(train) if self.binarize == "dynamic" else ImageDataset(fixed[0])
         return train_set, ImageDataset(fixed[1]), ImageDataset(fixed[2])
-
-

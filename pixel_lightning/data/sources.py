@@ -13,7 +13,9 @@ Table 5 figures.
 
 from __future__ import annotations
 
+import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +25,13 @@ import numpy as np
 from pixel_lightning.data.cifar10 import CIFAR10DataModule
 from pixel_lightning.data.datamodule import split_train_val
 from pixel_lightning.data.formats import corrupt
-from pixel_lightning.data.imagenet import IMAGENET_CLASSES, PNGFolder, read_chrabaszcz_npz
+from pixel_lightning.data.imagenet import (
+    IMAGENET_CLASSES,
+    PNGFolder,
+    check_npz_data,
+    checked_npz_labels,
+    read_chrabaszcz_npz,
+)
 from pixel_lightning.data.labelled import labelled_split
 from pixel_lightning.data.mnist import BinarizedMNISTDataModule, MNISTDataModule
 from pixel_lightning.errors import DataError
@@ -65,7 +73,7 @@ class NpzOriginal:
 
     def __init__(self, files: list[Path], size: int) -> None:
         self.files, self.size = files, size
-        self.starts = np.cumsum([0] + [npz_rows(path) for path in files])  # position of each file's first row
+        self.starts = np.cumsum([0] + [npz_rows(path, size) for path in files])  # position of each file's first row
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -85,20 +93,30 @@ class NpzOriginal:
         return read_chrabaszcz_npz(self.files[file], self.size)
 
 
-def npz_rows(path: Path) -> int:
-    """Rows of the `data` array of an npz, from its header alone (no decompression of the data)."""
+def npz_rows(path: Path, size: int) -> int:
+    """Rows of the `data` array of an Imagenet32/64 batch, checked in this process before any worker
+    reads it: the header of `data` (no decompression of the images) and the small `labels` array."""
     try:
-        with zipfile.ZipFile(path) as archive, archive.open("data.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, _, _ = read_header(member)
-    except KeyError:
-        raise corrupt(path, "it has no array named 'data'; an Imagenet32/64 batch has 'data' and 'labels'") from None
+        with zipfile.ZipFile(path) as archive:
+            missing = sorted({"data.npy", "labels.npy"} - set(archive.namelist()))
+            if missing:
+                raise corrupt(
+                    path, f"it has no array named '{missing[0][:-4]}'; an Imagenet32/64 batch has 'data' and 'labels'"
+                )
+            with archive.open("data.npy") as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(member)
+            with archive.open("labels.npy") as member:
+                labels = np.lib.format.read_array(member, allow_pickle=False)  # a pickle could run code
     except FileNotFoundError:
         raise DataError(f"{path} does not exist. Give the folder that holds the Imagenet npz batches.") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise corrupt(path, f"it cannot be read as an npz archive ({exc})") from None
+    check_npz_data(path, dtype, shape, size)
+    checked_npz_labels(path, labels, shape[0])
     return int(shape[0])
 
 
@@ -133,27 +151,35 @@ class Source:
 def held_out(original, val_size: int, split_seed: int, what: str) -> tuple[Split, Split]:
     """(train, val): `val_size` images of `original` drawn with `split_seed` form val."""
     if not 1 <= val_size < len(original):
-        raise DataError(f"--val-size {val_size} must be at least 1 and leave training images: {what} has "
-                        f"{len(original)}. Choose a smaller --val-size.")
+        raise DataError(
+            f"--val-size {val_size} must be at least 1 and leave training images: {what} has "
+            f"{len(original)}. Choose a smaller --val-size."
+        )
     train, val = split_train_val(np.arange(len(original)), val_size, split_seed)
     return Split(original, train), Split(original, val)
 
 
-def in_memory_source(dataset: str, data_dir: Path, download: bool, val_size: int | None,
-                     split_seed: int) -> Source:
+def in_memory_source(dataset: str, data_dir: Path, download: bool, val_size: int | None, split_seed: int) -> Source:
     """MNIST, binarized MNIST or CIFAR-10 from data_dir, read by their DataModules (at 8 bits)."""
     if dataset == "binarized_mnist":
         if val_size is not None:
-            raise DataError("--val-size does not apply to binarized_mnist: its validation split is its own file "
-                            "(binarized_mnist_valid.amat). Leave --val-size out.")
+            raise DataError(
+                "--val-size does not apply to binarized_mnist: its validation split is its own file "
+                "(binarized_mnist_valid.amat). Leave --val-size out."
+            )
         module = BinarizedMNISTDataModule(data_dir, download=download)
         module.setup()
-        splits = {name: ArrayOriginal(ds.images.numpy(), None) for name, ds in
-                  zip(("train", "val", "test"), (module.train_dataset, module.val_dataset, module.test_dataset))}
+        splits = {
+            name: ArrayOriginal(ds.images.numpy(), None)
+            for name, ds in zip(
+                ("train", "val", "test"), (module.train_dataset, module.val_dataset, module.test_dataset)
+            )
+        }
         return Source(dataset, module.shape, 1, None, {name: Split(o, np.arange(len(o))) for name, o in splits.items()})
     module_class = {"mnist": MNISTDataModule, "cifar10": CIFAR10DataModule}[dataset]
-    module = module_class(data_dir, download=download, **({} if val_size is None else {"val_size": val_size}),
-                          split_seed=split_seed)
+    module = module_class(
+        data_dir, download=download, **({} if val_size is None else {"val_size": val_size}), split_seed=split_seed
+    )
     train_file, test_file = (ArrayOriginal(*labelled_split(module, split)) for split in ("train", "test"))
     train, val = held_out(train_file, module.val_size, split_seed, f"the {module.name} training file")
     settings = {"val_size": module.val_size, "split_seed": split_seed}
@@ -165,13 +191,25 @@ def imagenet_source(size: int, source: Path, val_size: int, split_seed: int) -> 
     """Downsampled ImageNet of `size` from `source`: a folder with the paper's train_/valid_<size>x<size>
     archives (.tar or extracted), or one with the Imagenet<size> npz batches (auto-detected)."""
     source = Path(source)
-    npz = sorted(source.glob("train_data_batch_*.npz"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    npz = list(source.glob("train_data_batch_*.npz"))
+    misnamed = [path.name for path in npz if not re.fullmatch(r"train_data_batch_[0-9]+\.npz", path.name)]
+    if misnamed:
+        raise DataError(
+            f"{source} holds {misnamed[0]}, which is not an Imagenet{size} batch name "
+            "(train_data_batch_<number>.npz). Rename or remove it, then run prepare again."
+        )
+    npz.sort(key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     if npz or (source / "val_data.npz").exists():
         train_file, test_file = NpzOriginal(npz, size), NpzOriginal([source / "val_data.npz"], size)
         fmt, classes, note = "chrabaszcz", IMAGENET_CLASSES, CHRABASZCZ_NOTE.format(size=size)
     else:
-        archives = [next((p for p in (source / f"{split}_{size}x{size}.tar", source / f"{split}_{size}x{size}")
-                          if p.exists()), None) for split in ("train", "valid")]
+        archives = [
+            next(
+                (p for p in (source / f"{split}_{size}x{size}.tar", source / f"{split}_{size}x{size}") if p.exists()),
+                None,
+            )
+            for split in ("train", "valid")
+        ]
         if None in archives:
             raise DataError(
                 f"{source} holds neither the paper's downsampled ImageNet (train_{size}x{size}.tar and "
@@ -181,6 +219,12 @@ def imagenet_source(size: int, source: Path, val_size: int, split_seed: int) -> 
         train_file, test_file = (PNGOriginal(PNGFolder(path, size)) for path in archives)
         fmt, classes, note = "paper", None, None
     train, val = held_out(train_file, val_size, split_seed, f"the ImageNet {size}x{size} training set")
-    return Source(f"imagenet{size}", (3, size, size), 8, classes,
-                  {"train": train, "val": val, "test": Split(test_file, np.arange(len(test_file)))},
-                  {"val_size": val_size, "split_seed": split_seed, "format": fmt}, note)
+    return Source(
+        f"imagenet{size}",
+        (3, size, size),
+        8,
+        classes,
+        {"train": train, "val": val, "test": Split(test_file, np.arange(len(test_file)))},
+        {"val_size": val_size, "split_seed": split_seed, "format": fmt},
+        note,
+    )

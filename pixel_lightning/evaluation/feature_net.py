@@ -27,6 +27,7 @@ from torch import nn
 
 from pixel_lightning.data.datamodule import ImageDataModule
 from pixel_lightning.data.labelled import family, labelled_split
+from pixel_lightning.files import atomic_write
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,10 +41,16 @@ class FeatureNet(nn.Module):
         super().__init__()
         self.num_features = num_features  # read by torchmetrics' FrechetInceptionDistance
         self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),  # (B, 32w)
-            nn.Linear(32 * width, num_features), nn.ReLU(),  # (B, F): the FID features
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),  # (B, 32w)
+            nn.Linear(32 * width, num_features),
+            nn.ReLU(),  # (B, F): the FID features
         )
         self.head = nn.Linear(num_features, num_classes)
 
@@ -76,8 +83,9 @@ def train_classifier(
     images, labels = train
     if train_images is not None:
         images, labels = images[:train_images], labels[:train_images]
-    torch.manual_seed(seed)
-    net = FeatureNet(images.shape[1], width, num_features)
+    with torch.random.fork_rng(devices=[]):  # the layers draw their initial weights from the global CPU generator:
+        torch.default_generator.manual_seed(seed)  # seeded for them alone, then as it was; the CUDA ones untouched
+        net = FeatureNet(images.shape[1], width, num_features)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     order = torch.Generator().manual_seed(seed)
     x, y = to_unit(images, num_levels), torch.as_tensor(labels)
@@ -118,8 +126,14 @@ def read_cache(path: Path, what: str, use: Callable[[Any], T]) -> T | None:
         with contextlib.suppress(FileNotFoundError):  # a parallel job moved it first
             os.replace(path, aside)
         detail = str(err).splitlines()[0] if str(err) else "no detail"
-        log.warning("The cached %s %s cannot be used (%s: %s); moved it to %s and rebuilding it.", what, path,
-                    type(err).__name__, detail, aside.name)
+        log.warning(
+            "The cached %s %s cannot be used (%s: %s); moved it to %s and rebuilding it.",
+            what,
+            path,
+            type(err).__name__,
+            detail,
+            aside.name,
+        )
         return None
 
 
@@ -146,12 +160,13 @@ class CachedClassifier:
         train, test = (labelled_split(self.datamodule, split) for split in ("train", "test"))
         with torch.enable_grad():
             net, acc = train_classifier(train, test, self.levels, description=self.name, **self.settings)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        architecture = {"channels": self.datamodule.channels, "width": net.body[0].out_channels,
-                        "num_features": net.num_features}
-        torch.save({"state_dict": net.state_dict(), "architecture": architecture, "accuracy": acc}, tmp)
-        os.replace(tmp, self.path)  # atomic: a parallel job never reads half a file
+        architecture = {
+            "channels": self.datamodule.channels,
+            "width": net.body[0].out_channels,
+            "num_features": net.num_features,
+        }
+        with atomic_write(self.path, "the sample-quality classifier") as f:  # a parallel job never reads half a file
+            torch.save({"state_dict": net.state_dict(), "architecture": architecture, "accuracy": acc}, f)
         log.info("Trained %s: test accuracy %.2f%%, cached in %s", self.name, 100 * acc, self.path)
         return net, acc
 

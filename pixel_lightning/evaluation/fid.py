@@ -7,10 +7,14 @@ labelled "FID (<classifier>, test acc <x>%)". The real statistics (`num_real` te
 drawn with a fixed seed) are computed once per dataset and cached beside the classifier. FID is biased upwards for
 few samples: compare scores of equal `num_samples` only.
 
-KID (Binkowski et al., 2018, *Demystifying MMD GANs*, section 4) is torchmetrics'
-`KernelInceptionDistance` in the same features: the unbiased estimate of the squared MMD with a
-cubic polynomial kernel, averaged over random subsets, so it is unbiased at small N and comes with
-a standard deviation over those subsets. It is labelled like the FID ("KID (<classifier>, ...)").
+KID (Binkowski et al., 2018, *Demystifying MMD GANs*, section 4) is torchmetrics' `poly_mmd` (the
+arithmetic of its `KernelInceptionDistance`) in the same features: the unbiased estimate of the
+squared MMD with a cubic polynomial kernel, averaged over random subsets, so it is unbiased at small
+N and comes with a standard deviation over those subsets. It is labelled like the FID ("KID
+(<classifier>, ...)").
+
+Nothing here touches the global random generators (training's streams, CPU and CUDA): the samples,
+the real subset and KID's subsets come from generators of their own.
 
 The same classifier gives, for one more pass of its small head over the samples, the
 classifier-based Inception Score: exp(E_x KL(p(y|x) || p(y))), between 1 and the 10 classes, and
@@ -23,20 +27,20 @@ also gives the label accuracy: the fraction of samples it classifies as the labe
 from __future__ import annotations
 
 import hashlib
-import os
+import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
+from torchmetrics.image.kid import poly_mmd
 
 from pixel_lightning.data.datamodule import ImageDataModule, image_of
+from pixel_lightning.errors import UserError
 from pixel_lightning.evaluation.feature_net import CachedClassifier, FeatureNet, read_cache, to_unit
+from pixel_lightning.files import atomic_write
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
@@ -85,8 +89,9 @@ def frechet_metric(net: FeatureNet) -> FrechetInceptionDistance:
 
 
 @torch.no_grad()
-def update_in_batches(metric: FrechetInceptionDistance, images: torch.Tensor, levels: int, real: bool,
-                      batch_size: int = 1000) -> None:
+def update_in_batches(
+    metric: FrechetInceptionDistance, images: torch.Tensor, levels: int, real: bool, batch_size: int = 1000
+) -> None:
     for start in range(0, len(images), batch_size):
         metric.update(to_unit(images[start : start + batch_size], levels), real=real)
 
@@ -94,26 +99,26 @@ def update_in_batches(metric: FrechetInceptionDistance, images: torch.Tensor, le
 @torch.no_grad()
 def features(net: FeatureNet, images: torch.Tensor, levels: int, batch_size: int = 1000) -> torch.Tensor:
     """The classifier's features of integer-level images (N, C, H, W) -> (N, F)."""
-    return torch.cat([net(to_unit(images[start : start + batch_size], levels))
-                      for start in range(0, len(images), batch_size)])
+    return torch.cat(
+        [net(to_unit(images[start : start + batch_size], levels)) for start in range(0, len(images), batch_size)]
+    )
 
 
-def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
-                    seed: int = 0) -> tuple[float, float]:
+def kernel_distance(
+    real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID (mean, std over `subsets` random subsets of min(subset_size, N) features each) between
-    two feature sets (N, F). The subsets are drawn from their own seeded stream, so the score is
-    reproducible and the global random state (training's) is left alone."""
+    two feature sets (N, F): KernelInceptionDistance.compute's loop, with its subsets drawn from a
+    generator of their own (seeded: the score is reproducible), not from the global one."""
     size = min(subset_size, len(real), len(fake))
-    with warnings.catch_warnings():  # "will save all extracted features": a few thousand features, given ready
-        warnings.filterwarnings("ignore", message=".*will save all extracted features", category=UserWarning)
-        metric = KernelInceptionDistance(feature=nn.Identity(), subsets=subsets, subset_size=size,
-                                         reset_real_features=False, sync_on_compute=False)
-    metric.update(real.double(), real=True)
-    metric.update(fake.double(), real=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mean, std = metric.compute()
-    return float(mean), float(std)
+    real, fake, generator = real.double().cpu(), fake.double().cpu(), torch.Generator().manual_seed(seed)
+    scores = []
+    for _ in range(subsets):
+        real_subset = real[torch.randperm(len(real), generator=generator)[:size]]
+        fake_subset = fake[torch.randperm(len(fake), generator=generator)[:size]]
+        scores.append(poly_mmd(real_subset, fake_subset))  # degree 3, gamma 1/F, coef 1: the metric's defaults
+    scores = torch.stack(scores)
+    return float(scores.mean()), float(scores.std(unbiased=False))
 
 
 def classes_covered(logits: torch.Tensor) -> int:
@@ -148,8 +153,14 @@ def label_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels.to(logits.device)).double().mean())
 
 
-def draw_samples(model: pl.LightningModule, num_samples: int, batch_size: int, temperature: float, seed: int,
-                 labels: torch.Tensor | None = None):
+def draw_samples(
+    model: pl.LightningModule,
+    num_samples: int,
+    batch_size: int,
+    temperature: float,
+    seed: int,
+    labels: torch.Tensor | None = None,
+):
     """(samples (n, C, H, W) on the CPU, seconds per image), in eval mode without gradients; of
     the classes `labels` (n,) for a class-conditional model."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -187,9 +198,18 @@ class SampleQuality:
         kid_subsets, kid_subset_size: KID's random subsets (their size at most the samples').
     """
 
-    def __init__(self, num_samples: int = 256, num_real: int = 10000, batch_size: int = 64, temperature: float = 1.0,
-                 seed: int = 0, cache_dir: str = "logs/cache", classifier: dict | None = None, kid_subsets: int = 100,
-                 kid_subset_size: int = 1000):
+    def __init__(
+        self,
+        num_samples: int = 256,
+        num_real: int = 10000,
+        batch_size: int = 64,
+        temperature: float = 1.0,
+        seed: int = 0,
+        cache_dir: str = "logs/cache",
+        classifier: dict | None = None,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+    ):
         if num_samples == 1 or num_samples < 0 or num_real < 2:
             raise ValueError("fid.num_samples must be 0 (off) or >= 2, and fid.num_real >= 2")
         self.num_samples, self.num_real, self.batch_size = num_samples, num_real, batch_size
@@ -198,13 +218,42 @@ class SampleQuality:
         self.classifier_settings = dict(classifier or {})
         self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
 
+    def check_usable(self, datamodule: ImageDataModule) -> None:
+        """Before training or testing, what the score needs at the end of it, so that a run never fails
+        after hours for want of it: a classifier that can be trained for the data (a labelled dataset;
+        DataError otherwise) and a cache folder it can be written to."""
+        if self.num_samples == 0:
+            return
+        CachedClassifier(datamodule, self.cache_dir, self.classifier_settings)  # names the labelled dataset
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.cache_dir):
+                pass
+        except OSError as err:
+            raise UserError(
+                f"fid.cache_dir={self.cache_dir} cannot be written ({err.strerror or err}): the sample-quality step "
+                "at the end of the run caches its classifier and the real images' statistics there. Set "
+                "fid.cache_dir=<a writable folder> (or the environment variable PIXEL_CACHE_DIR), or turn the score "
+                "off with fid.num_samples=0."
+            ) from err
+
     def evaluate(self, model: pl.LightningModule, datamodule: ImageDataModule) -> tuple[dict, torch.Tensor | None]:
         """Record fields (sample_time_per_image_s, fid, fid_label, classifier_score, kid, kid_std,
         classes_covered, and label_accuracy for a class-conditional model) and the samples; all None
         when num_samples is 0."""
         if self.num_samples == 0:
-            return dict.fromkeys(("sample_time_per_image_s", "fid", "fid_label", "classifier_score", "kid", "kid_std",
-                                  "classes_covered", "label_accuracy")), None
+            return dict.fromkeys(
+                (
+                    "sample_time_per_image_s",
+                    "fid",
+                    "fid_label",
+                    "classifier_score",
+                    "kid",
+                    "kid_std",
+                    "classes_covered",
+                    "label_accuracy",
+                )
+            ), None
         classes = getattr(model, "classes", 0)
         labels = torch.arange(self.num_samples) % classes if classes else None
         samples, seconds = draw_samples(model, self.num_samples, self.batch_size, self.temperature, self.seed, labels)
@@ -214,8 +263,9 @@ class SampleQuality:
         self._load_real_statistics(metric, datamodule, cached)
         update_in_batches(metric, samples, datamodule.levels, real=False)
         fake = features(net, samples, datamodule.levels)
-        kid, kid_std = kernel_distance(self.real_features(net, datamodule, cached), fake, self.kid_subsets,
-                                       self.kid_subset_size)
+        kid, kid_std = kernel_distance(
+            self.real_features(net, datamodule, cached), fake, self.kid_subsets, self.kid_subset_size
+        )
         with torch.no_grad():
             logits = net.head(fake)
         fields = {
@@ -235,8 +285,12 @@ class SampleQuality:
         samples, _ = draw_samples(model, num_samples, self.batch_size, self.temperature, self.seed)
         cached = CachedClassifier(datamodule, self.cache_dir, self.classifier_settings)
         net, _ = cached.load()
-        return kernel_distance(self.real_features(net, datamodule, cached), features(net, samples, datamodule.levels),
-                               self.kid_subsets, self.kid_subset_size)
+        return kernel_distance(
+            self.real_features(net, datamodule, cached),
+            features(net, samples, datamodule.levels),
+            self.kid_subsets,
+            self.kid_subset_size,
+        )
 
     def _real(self, datamodule: ImageDataModule, cached: CachedClassifier, kind: str) -> tuple[torch.Tensor, Path]:
         """The real images and the cache file of their `kind` of statistics (named by their digest)."""
@@ -255,8 +309,9 @@ class SampleQuality:
         _save(real_features, path)
         return real_features
 
-    def _load_real_statistics(self, metric: FrechetInceptionDistance, datamodule: ImageDataModule,
-                              cached: CachedClassifier) -> None:
+    def _load_real_statistics(
+        self, metric: FrechetInceptionDistance, datamodule: ImageDataModule, cached: CachedClassifier
+    ) -> None:
         real, path = self._real(datamodule, cached, "real")
         saved = read_cache(path, "real statistics", lambda saved: fitting_states(saved, metric))
         if saved is not None:
@@ -268,7 +323,6 @@ class SampleQuality:
 
 
 def _save(value, path: Path) -> None:
-    """torch.save atomically: a parallel job never reads half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(value, tmp)
-    os.replace(tmp, path)
+    """torch.save atomically and durably: a parallel job never reads half a file, nor a crash leaves one."""
+    with atomic_write(path, "the sample-quality cache") as f:
+        torch.save(value, f)

@@ -52,8 +52,14 @@ class AutoregressiveImageModel(LogsStepWindow, AutoregressiveDistribution, pl.Li
     ):
         net, data, output = _plain(net), _plain(data), output_spec(_plain(output))
         super().__init__(net, data, condition, output)  # AutoregressiveDistribution first, then the LightningModule
-        hparams = {"net": net, "optimizer": _plain(optimizer), "scheduler": _plain(scheduler), "data": data,
-                   "condition": condition, "output": output}
+        hparams = {
+            "net": net,
+            "optimizer": _plain(optimizer),
+            "scheduler": _plain(scheduler),
+            "data": data,
+            "condition": condition,
+            "output": output,
+        }
         self.save_hyperparameters(hparams)
         if compile:
             self.net.compile()

@@ -11,33 +11,42 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from pixel_lightning.models.conditioning import label_biases
 
 if TYPE_CHECKING:
-    from pixel_lightning.models.layers import MaskedConv2d, ResidualNet
+    from pixel_lightning.models.layers import ResidualNet
 
 
 class ConvAtPosition:
-    """A MaskedConv2d evaluated at one position at a time, for cached sampling.
+    """A causal conv evaluated at one output position at a time, for cached sampling.
 
-    `__call__(x, r, c)` stores the input vector of position (r, c) and returns the conv's output
-    there. Under the causal mask only the kernel rows down to the centre are live, and of the
-    centre row only the taps left of and at the centre. Calls come in raster order, so when row r
-    starts the rows above it are final: the kernel rows above the centre, and the bias, are then
-    applied to the whole row r in one matrix product. Per position only the centre row's taps
-    remain, one matrix product over the row's last cx+1 inputs. The inputs are kept channels-last
-    and zero-padded, (B, H+cy, W+kw-1, in), so that those cx+1 inputs are one contiguous run of
-    each image's row: a view, not a copy. Positions not yet written hold zeros that meet zero
-    weights. Calling again at the same position overwrites it (one call per channel group of a
-    pixel). Weights are read once: build it in eval mode, under no_grad, for one sampling run.
+    The conv's output at (i, j) reads its input around the anchor position (s*i, s*j) (s its stride,
+    1 but for PixelCNN++'s strided convs): the kernel rows above the `anchor` tap (all kw columns) and,
+    of the anchor's row, the taps left of and at it. `anchor` (cy, cx) is the centre for a
+    MaskedConv2d (the default: taps below or right of it are masked to zero and skipped), the
+    bottom-right tap for PixelCNN++'s down-right-shifted convs. Calls come in raster order, so when
+    output row i starts the input rows above its anchor row are final: those kernel rows, and the
+    bias, are then applied to the whole row i in one matrix product. Per position only the anchor
+    row's taps remain, one matrix product over its last cx+1 inputs. The inputs are kept
+    channels-last and zero-padded, (B, H+cy, W+kw-1, in), so that those cx+1 inputs are one
+    contiguous run of each image's row: a view, not a copy. Positions not yet written hold zeros
+    that meet zero weights.
+
+    `__call__(x, r, c)` (stride 1) stores the input vector of position (r, c) and returns the output
+    there; calling again at the same position overwrites it (one call per channel group of a pixel).
+    A strided conv's inputs are stored by `write` as they come, and `at(i, j)` computes an output.
+    Weights are read once: build it in eval mode, under no_grad, for one sampling run.
     """
 
-    def __init__(self, conv: MaskedConv2d, batch: int, height: int, width: int):
+    def __init__(self, conv: nn.Conv2d, batch: int, height: int, width: int, anchor: tuple[int, int] | None = None):
         kh, kw = conv.kernel_size
-        self.cy, self.cx, self.batch, self.width = kh // 2, kw // 2, batch, width
-        weight = conv.masked_weight()  # (out, in, kh, kw)
+        self.cy, self.cx = anchor if anchor is not None else (kh // 2, kw // 2)
+        self.kw, self.stride, self.batch = kw, conv.stride[1], batch
+        self.width = (width - 1) // self.stride + 1  # of the output
+        weight = conv.masked_weight() if hasattr(conv, "masked_weight") else conv.weight  # (out, in, kh, kw)
         self.bias = conv.bias if conv.bias is not None else weight.new_zeros(conv.out_channels)
         # Taps as contiguous (taps, out) matrices, the rows ordered like the channels-last inputs,
         # (y, x, in): torch.addmm then runs without a transpose or a copy per call.
@@ -54,20 +63,26 @@ class ConvAtPosition:
         """Store the input (B, in) of position (r, c) without computing anything."""
         self.inputs[:, r + self.cy, c + self.cx] = x
 
-    def start_row(self, r: int) -> None:
-        """Row r's output from the rows above it, and views of row r's inputs, indexed by column."""
-        cy, cx, batch, width = self.cy, self.cx, self.batch, self.width
-        row = self.inputs[:, r + cy]  # (B, W+kw-1, in)
-        self.slots = row[:, cx : cx + width].transpose(0, 1)  # (W, B, in): slots[c] is (r, c)
-        self.windows = row.unfold(1, cx + 1, 1)[:, :width].transpose(2, 3).flatten(2).transpose(0, 1)
-        # (W, B, (cx+1)*in): windows[c] is (r, c-cx) .. (r, c), a view
-        if cy:  # (W, B, out): position c's block contiguous
-            above = self.inputs[:, r : r + cy].unfold(2, 2 * cx + 1, 1).transpose(3, 4)  # (B, cy, W, kw, in)
-            above = above.permute(2, 0, 1, 3, 4).reshape(width * batch, -1)  # (W*B, cy*kw*in)
+    def start_row(self, i: int) -> None:
+        """Output row i's part from the input rows above its anchor row, and views of the anchor
+        row's inputs, indexed by output column."""
+        cy, cx, kw, s, batch, width = self.cy, self.cx, self.kw, self.stride, self.batch, self.width
+        row = self.inputs[:, s * i + cy]  # (B, W+kw-1, in): input row s*i
+        self.slots = row[:, cx : cx + width].transpose(0, 1)  # (W, B, in): slots[c] is (i, c), for stride 1
+        self.windows = row.unfold(1, cx + 1, s)[:, :width].transpose(2, 3).flatten(2).transpose(0, 1)
+        # (W', B, (cx+1)*in): windows[j] is (s*i, s*j-cx) .. (s*i, s*j), a view
+        if cy:  # (W', B, out): position j's block contiguous
+            above = self.inputs[:, s * i : s * i + cy].unfold(2, kw, s).transpose(3, 4)  # (B, cy, W', kw, in)
+            above = above.permute(2, 0, 1, 3, 4).reshape(width * batch, -1)  # (W'*B, cy*kw*in)
             self.above = torch.addmm(self.bias, above, self.above_weight).view(width, batch, -1)
         else:  # one kernel row: nothing above
             self.above = self.bias.expand(width, batch, -1)
-        self.row = r
+        self.row = i
+
+    def at(self, i: int, j: int) -> torch.Tensor:  # (B, out): the output at (i, j), its inputs written
+        if i != self.row:  # row i starts: the input rows above its anchor row are final
+            self.start_row(i)
+        return torch.addmm(self.above[j], self.windows[j], self.centre_weight)
 
     def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:  # (B, in) at (r, c)
         if self.pointwise:

@@ -136,8 +136,15 @@ class DCGAN(LogsStepWindow, pl.LightningModule):
         # `module` tells checkpoint.load_model which LightningModule to rebuild; the whole data config
         # (its data module too) is what a resume checks and what eval.py and sample.py load.
         self.save_hyperparameters(
-            {"module": "dcgan", "data": data, "optimizer": _plain(optimizer), "latent": latent, "features": features,
-             "binary_sampling": binary_sampling, "condition": condition}
+            {
+                "module": "dcgan",
+                "data": data,
+                "optimizer": _plain(optimizer),
+                "latent": latent,
+                "features": features,
+                "binary_sampling": binary_sampling,
+                "condition": condition,
+            }
         )
         self.automatic_optimization = False
         self.image_shape = (int(data["channels"]), int(data["height"]), int(data["width"]))
@@ -170,7 +177,10 @@ class DCGAN(LogsStepWindow, pl.LightningModule):
 
     @torch.no_grad()
     def sample(
-        self, num_samples: int, temperature: float = 1.0, generator: torch.Generator | None = None,
+        self,
+        num_samples: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
         label: torch.Tensor | None = None,
     ):
         """Draw `num_samples` images (n, C, H, W) of integer levels in [0, K-1] (of the classes
@@ -214,8 +224,13 @@ class DCGAN(LogsStepWindow, pl.LightningModule):
 
         # Means over each logging window; D(x) and D(G(z)): the discriminator's mean belief that
         # real and fake images are real. A non-finite loss stops training at the logging step.
-        self.log_step(batch_idx, d_loss=d_loss, g_loss=g_loss,
-                      d_real=torch.sigmoid(real_logits).mean(), d_fake=torch.sigmoid(fake_logits).mean())
+        self.log_step(
+            batch_idx,
+            d_loss=d_loss,
+            g_loss=g_loss,
+            d_real=torch.sigmoid(real_logits).mean(),
+            d_fake=torch.sigmoid(fake_logits).mean(),
+        )
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
     def configure_optimizers(self):

@@ -38,8 +38,7 @@ class AutoregressiveDistribution(nn.Module):
             is given it as its `output` argument unless it is categorical (so any net makes those).
     """
 
-    def __init__(self, net: Mapping, data: Mapping, condition: str | None = None,
-                 output: str | Mapping | None = None):
+    def __init__(self, net: Mapping, data: Mapping, condition: str | None = None, output: str | Mapping | None = None):
         super().__init__()
         check_condition(condition)
         self.condition = condition

@@ -125,7 +125,8 @@ class GatedPixelCNN(nn.Module):
         if layers < 1 or kernel % 2 == 0 or first_kernel % 2 == 0:
             raise ValueError(f"need layers >= 1 and odd kernels, got layers={layers}, {kernel=}, {first_kernel=}")
         self.layers = nn.ModuleList(
-            GatedLayer(channels, hidden, channels, first_kernel, "A") if i == 0
+            GatedLayer(channels, hidden, channels, first_kernel, "A")
+            if i == 0
             else GatedLayer(hidden, hidden, channels, kernel, "B")
             for i in range(layers)
         )
@@ -170,8 +171,9 @@ class GatedPixelCNNAtPosition:
                 self.biases[i] = (v_bias[:, :, None], h_bias)
         weight = net.output.logits.weight
         # The vertical inputs of layers 1.. (layer 0 reads the image): rows above row r are final.
-        self.vertical_inputs = [weight.new_zeros(batch, layer.vertical.in_channels, height, width)
-                                for layer in net.layers[1:]]
+        self.vertical_inputs = [
+            weight.new_zeros(batch, layer.vertical.in_channels, height, width) for layer in net.layers[1:]
+        ]
         self.links = [weight.new_zeros(batch, layer.link.out_channels, width) for layer in net.layers]
 
         def at_position(conv: MaskedConv2d) -> ConvAtPosition:

@@ -121,9 +121,7 @@ class OutputStack(nn.Module):
         self.data_channels, self.levels = data_channels, levels
         self.distribution = build_output(output, data_channels, levels)
         widths = [in_features] + [hidden] * layers
-        self.hidden = nn.ModuleList(
-            MaskedConv2d(a, b, 1, data_channels, "B") for a, b in zip(widths[:-1], widths[1:])
-        )
+        self.hidden = nn.ModuleList(MaskedConv2d(a, b, 1, data_channels, "B") for a, b in zip(widths[:-1], widths[1:]))
         if self.distribution.per_pixel:
             self.logits = MaskedConv2d(hidden, self.distribution.params_per_pixel, 1, data_channels, "B")
             first_group = (channel_groups(hidden, data_channels) == 0).float()  # (hidden,)

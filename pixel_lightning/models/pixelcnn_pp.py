@@ -17,7 +17,8 @@ and Other Modifications* (Salimans, Karpathy, Chen & Kingma, 2017); the referenc
   the Conditional PixelCNN paper's section 2.3 (models/conditioning.py).
 
 Not here: the reference code's weight normalisation (with its data-dependent initialisation) and
-its Polyak averaging of the weights. Sampling is naive (one net pass per pixel); see README.
+its Polyak averaging of the weights. Cached sampling is Fast PixelCNN++ (Ramachandran et al., 2017),
+fast_pixelcnn_pp.py.
 """
 
 from __future__ import annotations
@@ -188,3 +189,9 @@ class PixelCNNpp(nn.Module):
                 u = u_block(u, us.pop(), **next(biases))
                 ul = ul_block(ul, u, uls.pop(), **next(biases))
         return self.distribution.layout(self.head(F.elu(ul)), self.channels)  # (B, P, H, W)
+
+    def cached_sampler(self, batch: int, height: int, width: int, label: torch.Tensor | None = None):
+        """The net at one pixel per call from per-layer caches (Fast PixelCNN++, fast_pixelcnn_pp.py)."""
+        from pixel_lightning.models.fast_pixelcnn_pp import FastPixelCNNpp  # it builds on this module's layers
+
+        return FastPixelCNNpp(self, batch, height, width, label)

@@ -8,19 +8,39 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pixel_lightning.errors import UserError
 
 # Overrides that vary within a group: the seed is what a group averages over; the model and the
 # dataset are in the key already (as the record's names).
 NOT_SETTINGS = ("seed", "model", "data")
 # Record fields summarised over a group's finished runs.
-SUMMARY_FIELDS = ("params", "epochs", "steps", "train_time_s", "train_images_per_s", "test_nll", "test_bpd",
-                  "sample_time_per_image_s", "fid", "classifier_score", "kid", "classes_covered", "label_accuracy",
-                  "peak_memory_mb")
+SUMMARY_FIELDS = (
+    "params",
+    "epochs",
+    "steps",
+    "train_time_s",
+    "train_images_per_s",
+    "test_nll",
+    "test_bpd",
+    "sample_time_per_image_s",
+    "fid",
+    "classifier_score",
+    "kid",
+    "classes_covered",
+    "label_accuracy",
+    "peak_memory_mb",
+)
 # What time to quality adds to each run: (field, the curve's quantity, the x-axis).
-TARGET_FIELDS = (("time_to_bpd_s", "bpd", "time_s"), ("images_to_bpd", "bpd", "images"),
-                 ("time_to_kid_s", "kid", "time_s"), ("images_to_kid", "kid", "images"))
+TARGET_FIELDS = (
+    ("time_to_bpd_s", "bpd", "time_s"),
+    ("images_to_bpd", "bpd", "images"),
+    ("time_to_kid_s", "kid", "time_s"),
+    ("images_to_kid", "kid", "images"),
+)
 
 
 @dataclass(frozen=True)
@@ -81,26 +101,70 @@ def time_to_target(curve: list[dict[str, Any]] | None, key: str, target: float, 
     return None
 
 
-def default_targets(rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """The sweep's worst final values: the last curve bits/dim of the finished likelihood runs,
-    and the final KID of the finished runs, so every run of the sweep reaches the bits/dim target."""
-    finished = [row for row in rows if row["status"] == "finished"]
-    bpds = [value for row in finished if (value := final_value(row["curve"], "bpd")) is not None]
-    kids = [row["kid"] for row in finished if row["kid"] is not None]
-    return {"bpd": max(bpds) if bpds else None, "kid": max(kids) if kids else None}
+def check_target(option: str, value: Any, dataset: str | None = None) -> float | dict[str, float] | None:
+    """A time-to-quality target as given to `option` (compare.target_bpd or compare.target_kid):
+    None, one finite number, or {dataset: finite number}; anything else (text, NaN, infinity, a
+    bits/dim of 0 or below) is a UserError."""
+    key = option.rsplit("_", 1)[-1]  # bpd or kid
+    quantity = {"bpd": "bits/dim", "kid": "KID"}[key]
+    if value is None:
+        return None
+    if isinstance(value, Mapping) and dataset is None:
+        return {str(name): check_target(option, number, str(name)) for name, number in value.items()}
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if number is None or not math.isfinite(number) or (key == "bpd" and number <= 0):
+        given = f"{option}={value}" if dataset is None else f"{option}.{dataset}={value}"
+        raise UserError(
+            f"{given} is not a usable {quantity} target: give a finite number"
+            + (" above 0" if key == "bpd" else "")
+            + f", one per dataset ({option}={{binarized_mnist: 0.2, cifar10: 3.5}}), or null for each dataset's worst "
+            f"final value (python -m pixel_lightning.compare: --target-{key} [DATASET=]VALUE)."
+        )
+    return float(number)
 
 
-def with_times_to_target(rows: list[dict[str, Any]], targets: dict[str, float | None]) -> list[dict[str, Any]]:
-    """Each row with TARGET_FIELDS: None where the target or the curve is missing, "not reached"
-    where the curve never got to the target."""
+def dataset_targets(rows: list[dict[str, Any]], bpd: Any = None, kid: Any = None) -> dict[str, dict[str, float | None]]:
+    """dataset -> {"bpd", "kid"}: the targets given (check_target), else the dataset's worst final
+    values: the last curve bits/dim of its finished likelihood runs and the final KID of its
+    finished runs, so that every run of a dataset reaches its bits/dim target. Bits/dim and KID
+    are not comparable across datasets, so one number for several datasets is a UserError."""
+    datasets = sorted({str(row["dataset"]) for row in rows})
+    given = {"bpd": check_target("compare.target_bpd", bpd), "kid": check_target("compare.target_kid", kid)}
+    for key, value in given.items():
+        if isinstance(value, float) and len(datasets) > 1:
+            raise UserError(
+                f"compare.target_{key}={value:g} is one target for runs on {len(datasets)} datasets "
+                f"({', '.join(datasets)}), whose {key} are not comparable: give one per dataset, e.g. "
+                f"compare.target_{key}={{{datasets[0]}: ..., {datasets[1]}: ...}} (python -m pixel_lightning.compare "
+                f"<folder> --target-{key} {datasets[0]}=<value> ...), or leave it null."
+            )
+    targets = {}
+    for dataset in datasets:
+        finished = [row for row in rows if row["status"] == "finished" and str(row["dataset"]) == dataset]
+        bpds = [value for row in finished if (value := final_value(row["curve"], "bpd")) is not None]
+        kids = [row["kid"] for row in finished if row["kid"] is not None]
+        worst = {"bpd": max(bpds) if bpds else None, "kid": max(kids) if kids else None}
+        targets[dataset] = {
+            key: value.get(dataset, worst[key]) if isinstance(value, dict) else worst[key] if value is None else value
+            for key, value in given.items()
+        }
+    return targets
+
+
+def with_times_to_target(
+    rows: list[dict[str, Any]], targets: dict[str, dict[str, float | None]]
+) -> list[dict[str, Any]]:
+    """Each row with TARGET_FIELDS, against its dataset's `targets` (dataset_targets): None where
+    the target or the curve is missing, "not reached" where the curve never got to the target."""
     timed = []
     for row in rows:
-        row = dict(row)
+        row, target = dict(row), targets[str(row["dataset"])]
         for field, key, x in TARGET_FIELDS:
             has_curve = final_value(row["curve"], key) is not None
-            reached = time_to_target(row["curve"], key, targets[key], x) if has_curve and targets[key] is not None \
-                else None
-            row[field] = "not reached" if has_curve and targets[key] is not None and reached is None else reached
+            reached = (
+                time_to_target(row["curve"], key, target[key], x) if has_curve and target[key] is not None else None
+            )
+            row[field] = "not reached" if has_curve and target[key] is not None and reached is None else reached
         timed.append(row)
     return timed
 
@@ -115,10 +179,17 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     summaries = []
     for (model, dataset, condition, overridden), runs in groups.items():
         finished = [run for run in runs if run["status"] == "finished"]
-        summary = {"model": model, "dataset": dataset, "condition": condition, "settings": overridden, "runs": runs,
-                   "n": len(finished),
-                   "failed": sum(run["status"] == "failed" for run in runs), "diverged": sum(map(diverged, runs)),
-                   "seeds": sorted({run["seed"] for run in runs if run["seed"] is not None})}
+        summary = {
+            "model": model,
+            "dataset": dataset,
+            "condition": condition,
+            "settings": overridden,
+            "runs": runs,
+            "n": len(finished),
+            "failed": sum(run["status"] == "failed" for run in runs),
+            "diverged": sum(map(diverged, runs)),
+            "seeds": sorted({run["seed"] for run in runs if run["seed"] is not None}),
+        }
         for field in SUMMARY_FIELDS:
             summary[field] = Stat.of([run[field] for run in finished])
         for field, _, _ in TARGET_FIELDS:

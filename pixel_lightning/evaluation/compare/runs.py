@@ -1,14 +1,17 @@
 """The runs of a comparison: every valid `record.json` under some folders, one row each.
 
-A record is read as untrusted input: a file that is not JSON, not an object, lacks a required
-field or holds a value of the wrong kind (records.check_record) is skipped with a one-line
-warning naming it and why, and the others are compared. A sample grid is only ever read from
-inside its own run's folder.
+A record is read as untrusted input: a file that is not a regular file (a FIFO would block the
+read), not JSON, not an object, lacks a required field, holds a value of the wrong kind
+(records.check_record) or a learning curve whose time or images run backwards or below zero is
+skipped with a one-line warning naming it and why, and the others are compared. A sample grid is
+only ever read from inside its own run's folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ def read_records(*folders: str | Path) -> list[dict[str, Any]]:
     for folder in map(Path, folders):
         for path in sorted(folder.rglob(RECORD_NAME)):
             try:
-                record = check_record(json.loads(path.read_text()))
+                record = check_curve(check_record(json.loads(read_regular_file(path))))
             except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
                 why = f"not valid JSON ({err.msg}, line {err.lineno})" if isinstance(err, json.JSONDecodeError) else err
                 warn(f"skipped {path}: {why}")
@@ -39,12 +42,43 @@ def read_records(*folders: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def read_regular_file(path: Path) -> str:
+    """The text of `path`, or a ValueError if it is not a regular file: opened without blocking, so
+    that a FIFO (or a device) named record.json is refused instead of waiting for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        return stream.read().decode()
+
+
+def check_curve(record: dict[str, Any]) -> dict[str, Any]:
+    """The record, or a ValueError if a learning-curve point's training time or images seen is
+    negative or lower than the point's before (time to target would read the curve wrongly)."""
+    for field in ("time_s", "images"):
+        previous = 0
+        for i, point in enumerate(record["curve"] or ()):
+            if point[field] < previous:
+                raise ValueError(
+                    f"curve[{i}].{field} is {point[field]}, "
+                    + ("below 0" if previous == 0 else f"below the {previous} of the point before")
+                )
+            previous = point[field]
+    return record
+
+
 def _sort_key(record: dict[str, Any]) -> tuple:
     finished = record["status"] == "finished"
     missing = float("inf")
-    return (not finished, str(record["dataset"]), record["test_bpd"] if record["test_bpd"] is not None else missing,
-            record["kid"] if record["kid"] is not None else missing,
-            record["fid"] if record["fid"] is not None else missing, str(record["model"]), record["run_dir"])
+    return (
+        not finished,
+        str(record["dataset"]),
+        record["test_bpd"] if record["test_bpd"] is not None else missing,
+        record["kid"] if record["kid"] is not None else missing,
+        record["fid"] if record["fid"] is not None else missing,
+        str(record["model"]),
+        record["run_dir"],
+    )
 
 
 def comparison_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

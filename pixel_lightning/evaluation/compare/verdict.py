@@ -16,15 +16,21 @@ from typing import Any
 
 from pixel_lightning.evaluation.compare.aggregate import Stat, relative_std
 
-WORDS = {"time": ("fast", "medium", "slow"), "quality": ("high", "medium", "low"),
-         "stability": ("stable", "medium", "unstable")}
+WORDS = {
+    "time": ("fast", "medium", "slow"),
+    "quality": ("high", "medium", "low"),
+    "stability": ("stable", "medium", "unstable"),
+}
 CLAIMS = {  # model -> row -> the words the source's claim allows
     "row_lstm": {"time": ("fast",), "quality": ("medium", "low")},
     "diagonal_bilstm": {"time": ("medium",), "quality": ("medium", "high")},
     "dcgan": {"time": ("slow",), "quality": ("high",), "stability": ("unstable",)},
 }
-ROW_TITLES = {"time": "training time (time to target)", "quality": "sample quality (KID)",
-              "stability": "stability (std over seeds of the final KID / mean; diverged runs)"}
+ROW_TITLES = {
+    "time": "training time (time to target)",
+    "quality": "sample quality (KID)",
+    "stability": "stability (std over seeds of the final KID / mean; diverged runs)",
+}
 
 
 def word(position: int, count: int, words: tuple[str, str, str]) -> str:
@@ -48,14 +54,23 @@ def ranks(values: dict[str, Stat | None], words: tuple[str, str, str]) -> dict[s
     count, result = len(order), {}
     for position, name in enumerate(order):
         low, high = _bounds(measured[name])
-        overlapping = [other for other in order if other != name and _bounds(measured[other])[0] <= high
-                       and _bounds(measured[other])[1] >= low]
-        below = sum(1 for other in order if other != name and other not in overlapping
-                    and measured[other].mean < measured[name].mean)
+        overlapping = [
+            other
+            for other in order
+            if other != name and _bounds(measured[other])[0] <= high and _bounds(measured[other])[1] >= low
+        ]
+        below = sum(
+            1
+            for other in order
+            if other != name and other not in overlapping and measured[other].mean < measured[name].mean
+        )
         first, last = below, below + len(overlapping)
-        result[name] = {"word": word(position, count, words), "position": position,
-                        "possible": {word(p, count, words) for p in range(first, last + 1)},
-                        "not_separated_from": overlapping}
+        result[name] = {
+            "word": word(position, count, words),
+            "position": position,
+            "possible": {word(p, count, words) for p in range(first, last + 1)},
+            "not_separated_from": overlapping,
+        }
     return result
 
 
@@ -93,9 +108,11 @@ def time_values(groups: list[dict[str, Any]]) -> dict[str, Stat | None]:
 def verdict_rows(groups: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """row (time, quality, stability) -> model -> {word, possible, not_separated_from, claim, judgement}
     for the groups of one dataset and one setting (one model each)."""
-    rows = {"time": ranks(time_values(groups), WORDS["time"]),
-            "quality": ranks({group["model"]: group["kid"] for group in groups}, WORDS["quality"]),
-            "stability": stability_ranks(groups)}
+    rows = {
+        "time": ranks(time_values(groups), WORDS["time"]),
+        "quality": ranks({group["model"]: group["kid"] for group in groups}, WORDS["quality"]),
+        "stability": stability_ranks(groups),
+    }
     for row, entries in rows.items():
         for model, entry in entries.items():
             claimed = CLAIMS.get(model, {}).get(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixel_lightning.models.outputs.check import check_drawable
+from pixel_lightning.models.outputs.check import check_drawable, check_temperature
 
 
 class Bernoulli:
@@ -27,6 +27,8 @@ class Bernoulli:
 
     def sample(self, params: torch.Tensor, ch: int, pixel: torch.Tensor, temperature: float, generator) -> torch.Tensor:
         """Levels (B,) of channel `ch` from one position's params (B, C)."""
-        scaled = params[:, ch] / temperature  # (B,)
-        check_drawable(scaled)
-        return torch.bernoulli(torch.sigmoid(scaled), generator=generator).long()
+        logits = params[:, ch]  # (B,)
+        check_drawable(logits)
+        check_temperature(temperature, logits.dtype)
+        # a small temperature may overflow the logit to +-inf: sigmoid takes it to probability 1 or 0
+        return torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator).long()

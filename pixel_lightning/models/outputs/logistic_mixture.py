@@ -21,7 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pixel_lightning.models.outputs.check import check_drawable
+from pixel_lightning.errors import UserError
+from pixel_lightning.models.outputs.check import check_drawable, check_temperature
 
 MIN_LOG_SCALE = -7.0  # the reference code's floor on log s: a bin can never be much narrower than the scale
 
@@ -46,8 +47,11 @@ class LogisticMixture:
     per_pixel = True  # one parameter vector per pixel, before any of its channels
 
     def __init__(self, channels: int, levels: int, components: int = 10):
-        if components < 1:
-            raise ValueError(f"model.output.components must be >= 1, got {components}")
+        if isinstance(components, bool) or not isinstance(components, int) or components < 1:  # 2.5, "five", true
+            raise UserError(
+                f"model.output.components must be an integer of at least 1 (the logistics of each pixel's mixture), "
+                f"but it is {components!r}. Fix the override, e.g. model.output.components=10."
+            )
         self.channels, self.levels, self.components = channels, levels, components
         self.pairs = [(c, j) for c in range(channels) for j in range(c)]
         self.params_per_pixel = components * (1 + 2 * channels + len(self.pairs))
@@ -64,9 +68,13 @@ class LogisticMixture:
         (B, pairs, M, ...) in (-1, 1). A temperature T divides the logits and multiplies the scales."""
         m, c = self.components, self.channels
         logits, means, log_scales, coeffs = params.split([m, c * m, c * m, len(self.pairs) * m], dim=1)
-        log_scales = log_scales.clamp(min=MIN_LOG_SCALE) + math.log(temperature)
+        log_scales = log_scales.clamp(min=MIN_LOG_SCALE)
+        if temperature != 1.0:
+            log_scales = log_scales + math.log(temperature)
         coeffs = torch.tanh(coeffs.unflatten(1, (len(self.pairs), m)))
-        return logits / temperature, means.unflatten(1, (c, m)), log_scales.unflatten(1, (c, m)), coeffs
+        if temperature != 1.0:  # shifted to a maximum of 0 first: a small temperature gives -inf, never inf - inf
+            logits = (logits - logits.amax(1, keepdim=True)) / temperature
+        return logits, means.unflatten(1, (c, m)), log_scales.unflatten(1, (c, m)), coeffs
 
     def channel_log_probs(self, x, means, log_scales, coeffs, upto: int) -> torch.Tensor:
         """sum over channels c < upto of log p(x_c | component, x_<c), per component: (B, M, ...).
@@ -101,10 +109,15 @@ class LogisticMixture:
         (drawn afresh per channel: the same joint as drawing it once per pixel), then a logistic by
         inverting its CDF, rounded to the nearest level and clamped to [0, K-1]."""
         check_drawable(params)
+        check_temperature(temperature, params.dtype)
         logits, means, log_scales, coeffs = self.split(params, temperature)  # (B, M), (B, C, M), ...
         x = self.to_unit(pixel, params.dtype)  # (B, C)
-        posterior = F.log_softmax(logits, dim=1) + self.channel_log_probs(x, means, log_scales, coeffs, ch)
-        k = torch.multinomial(torch.softmax(posterior, dim=1), 1, generator=generator)  # (B, 1)
+        posterior = logits + self.channel_log_probs(x, means, log_scales, coeffs, ch) if ch else logits  # unnormalised
+        # The component by inverting the posterior's CDF at one uniform per image, as Softmax.sample:
+        # torch.multinomial cost a fifth of cached PixelSNAIL sampling at 64 CIFAR-10 images.
+        cdf = torch.softmax(posterior, dim=1).cumsum(dim=1)  # (B, M)
+        u = torch.rand(len(cdf), 1, dtype=cdf.dtype, device=cdf.device, generator=generator) * cdf[:, -1:]
+        k = torch.searchsorted(cdf, u, right=True).clamp_(max=self.components - 1)  # (B, 1): u * total may round up
         mean = self.mean(means, coeffs, x, ch).gather(1, k).squeeze(1)  # (B,)
         scale = log_scales[:, ch].gather(1, k).squeeze(1).exp()
         u = torch.rand(len(params), dtype=params.dtype, device=params.device, generator=generator)
