@@ -19,7 +19,7 @@ from support import REPO, requires_data, tiny_model, wandb_logged
 from test_checkpoint import model_checkpoint
 from test_cli import assert_ok, run
 
-from pixel_lightning.callbacks import RankSeed, SampleGrid
+from pixel_lightning.callbacks import RankSeed, SampleGrid, sample_grid
 from pixel_lightning.checkpoint import load_model
 from pixel_lightning.plugins import AtomicCheckpointIO
 
@@ -87,9 +87,6 @@ class StubTrainer:
         self.logged = []
         self.loggers = [self]
 
-    def log_image(self, **kwargs):
-        self.logged.append(kwargs)
-
 
 @pytest.mark.parametrize("is_global_zero", [True, False])
 def test_sample_grid_samples_writes_and_logs_only_on_rank_zero(is_global_zero, tmp_path, monkeypatch):
@@ -97,6 +94,8 @@ def test_sample_grid_samples_writes_and_logs_only_on_rank_zero(is_global_zero, t
     calls = []
     monkeypatch.setattr(model, "sample", lambda *args, **kwargs: calls.append(args) or torch.zeros(1, 1, 4, 4))
     trainer = StubTrainer(is_global_zero)
+    # what the grid hands to the loggers (loggers.log_image sends it to each one that keeps images)
+    monkeypatch.setattr(sample_grid, "log_image", lambda loggers, key, *_, **__: trainer.logged.append(key))
     grid = SampleGrid(str(tmp_path / "samples"), num_samples=1)
     grid.on_train_epoch_end(trainer, model)
     grid.on_train_end(trainer, model)
