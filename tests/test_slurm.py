@@ -133,9 +133,11 @@ def test_a_ddp_job_of_two_tasks_takes_its_ranks_from_slurm_and_tests_exactly(tmp
     assert record(tmp_path / "single")["test_nll"] == pytest.approx(ddp["test_nll"], abs=1e-4)
 
 
-def wait_for(condition, what: str, timeout: float):
+def wait_for(condition, what: str, timeout: float, process: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {process.returncode}) while waiting for {what}")
         value = condition()
         if value:
             return value
@@ -147,7 +149,7 @@ def test_a_preempted_job_saves_requeues_and_resumes_without_repeating_a_step(tmp
     """USR1 (what SLURM sends before preemption with --signal=USR1@..., and what the test sends with
     scancel) makes Lightning's SLURMEnvironment save hpc_ckpt_1.ckpt and requeue the job; the requeued
     job resumes from it: the run ends at its step budget, and this session's steps are the rest."""
-    steps = 60
+    steps = 300  # long enough that the signal arrives mid-training on a slow CPU
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [
         "python",
@@ -155,8 +157,7 @@ def test_a_preempted_job_saves_requeues_and_resumes_without_repeating_a_step(tmp
         "-m",
         "hydra/launcher=slurm",
         "debug=smoke",
-        "trainer.limit_train_batches=null",
-        f"trainer.max_steps={steps}",
+        f"trainer.limit_train_batches={steps}",
         "trainer.max_epochs=1",
         "callbacks.step_checkpoint.every_n_train_steps=5",
         *CPU_JOB,
@@ -167,8 +168,8 @@ def test_a_preempted_job_saves_requeues_and_resumes_without_repeating_a_step(tmp
         command, cwd=Path(__file__).resolve().parents[1], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
     try:
-        job_id = wait_for(lambda: next(iter(slurm_jobs(tmp_path)), None), "the job to start", 300)
-        wait_for(lambda: (tmp_path / "0" / "checkpoints" / "last.ckpt").is_file(), "a first checkpoint", 600)
+        job_id = wait_for(lambda: next(iter(slurm_jobs(tmp_path)), None), "the job to start", 300, sweep)
+        wait_for(lambda: (tmp_path / "0" / "checkpoints" / "last.ckpt").is_file(), "a first checkpoint", 600, sweep)
         subprocess.run(["scancel", "--signal=USR1", job_id], check=True)
         sweep.wait(timeout=1200)
     finally:
