@@ -20,7 +20,7 @@ from pixel_lightning.jobs import (
     make_trainer,
     report_no_likelihood,
 )
-from pixel_lightning.pretrained import model_source, read_model_source
+from pixel_lightning.pretrained import lifts_checks, model_source, read_model_source
 from pixel_lightning.records import RECORD_NAME, quality_line, read_record
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict:
         pl.seed_everything(cfg.seed, workers=True)
     source = model_source(cfg.ckpt_path, cfg.pretrained)
     checkpoint = read_model_source(source, cfg.trust_checkpoint)
-    trust = cfg.trust_checkpoint and "card" not in checkpoint  # a model folder's config is always checked
+    trust = lifts_checks(checkpoint, cfg.trust_checkpoint)
     names = checkpoint.get("run_record") or {}
     model = model_from_checkpoint(checkpoint, source, trust=trust)
     # the checkpoint's data, read from this machine's data folder, with the overrides of eval.yaml's `data`

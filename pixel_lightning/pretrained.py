@@ -83,6 +83,12 @@ def model_source(ckpt_path: object, pretrained: object, default: str | None = No
     )
 
 
+def lifts_checks(checkpoint: dict[str, Any], trust: bool) -> bool:
+    """Whether `trust` (trust_checkpoint=true) lifts the allowlist for what read_model_source gave: for a
+    .ckpt, as asked; never for a model folder, whose config is always checked."""
+    return trust and "card" not in checkpoint
+
+
 def load_model(source: str | os.PathLike, trust: bool = False, map_location: Any = "cpu", sampling: bool = False):
     """The model of `source` (see read_model_source), ready to `sample`, `complete` and `log_prob`.
 
@@ -90,8 +96,7 @@ def load_model(source: str | os.PathLike, trust: bool = False, map_location: Any
     >>> images = model.sample(16)                       # doctest: +SKIP
     """
     checkpoint = read_model_source(source, trust, map_location)
-    trusted = trust and "card" not in checkpoint  # trust lifts a .ckpt's checks; a folder's config is always checked
-    model = model_from_checkpoint(checkpoint, source, trust=trusted, sampling=sampling)
+    model = model_from_checkpoint(checkpoint, source, trust=lifts_checks(checkpoint, trust), sampling=sampling)
     return model.eval()
 
 

@@ -21,7 +21,7 @@ from pixel_lightning.checkpoint import data_config, model_from_checkpoint
 from pixel_lightning.errors import UserError
 from pixel_lightning.files import atomic_write
 from pixel_lightning.images import picture, save_png
-from pixel_lightning.pretrained import DEFAULT_MODEL, model_source, read_model_source
+from pixel_lightning.pretrained import DEFAULT_MODEL, lifts_checks, model_source, read_model_source
 from pixel_lightning.settings import check_setting
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def sample(cfg: DictConfig) -> Path:
     device = pick_device(cfg.device)
     source = model_source(cfg.ckpt_path, cfg.pretrained, default=DEFAULT_MODEL)
     checkpoint = read_model_source(source, cfg.trust_checkpoint, map_location=device)
-    trust = cfg.trust_checkpoint and "card" not in checkpoint  # a model folder's config is always checked
+    trust = lifts_checks(checkpoint, cfg.trust_checkpoint)
     model = model_from_checkpoint(checkpoint, source, trust, sampling=True).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import REPO, requires_data
@@ -22,6 +23,23 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def one_process_test_nll(run_dir: Path, out: Path) -> float:
+    """The test NLL that `eval.py` measures in one process, on the whole test split, of the best checkpoint
+    of the run in `run_dir` (its record written to `out`): the reference of a multi-process run's figure."""
+    (best,) = (run_dir / "checkpoints").glob("epoch_*.ckpt")
+    result = run(
+        "eval.py",
+        f"ckpt_path={best}",
+        "trainer=cpu",
+        "logger=csv",
+        "fid.num_samples=4",
+        f"hydra.run.dir={out}",
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert_ok(result)
+    return json.loads((out / "record.json").read_text())["test_nll"]
 
 
 def test_two_nodes_over_loopback_test_exactly_like_one_process(tmp_path):
@@ -62,16 +80,5 @@ def test_two_nodes_over_loopback_test_exactly_like_one_process(tmp_path):
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in outputs[0] and "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
     assert "nodes=2" in outputs[0], "the run must see two nodes, not two devices of one"
     two_nodes = json.loads((tmp_path / "run" / "record.json").read_text())
-    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
-    single = run(
-        "eval.py",
-        f"ckpt_path={best}",
-        "trainer=cpu",
-        "logger=csv",
-        "fid.num_samples=4",
-        f"hydra.run.dir={tmp_path / 'single'}",
-        env={"OMP_NUM_THREADS": "1"},
-    )
-    assert_ok(single)
-    one = json.loads((tmp_path / "single" / "record.json").read_text())
-    assert one["test_nll"] == pytest.approx(two_nodes["test_nll"], abs=1e-3)  # the whole split, float32 sums
+    one = one_process_test_nll(tmp_path / "run", tmp_path / "single")
+    assert one == pytest.approx(two_nodes["test_nll"], abs=1e-3)  # the whole split, float32 sums
