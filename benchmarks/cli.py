@@ -10,9 +10,9 @@ For each model (a name of `conf/model/`, e.g. pixelcnn, row_lstm, diagonal_bilst
   loop training the same net on the same batches, side by side in one process, step for step
   (one plain step before each of Lightning's) so that drift on a shared machine hits both alike
   (1.0 = none);
-- sampling images/s, naive and cached, with their ratio, side by side in one process, and whether
-  both drew the same levels (they must, for the same weights and seed); and the latency of one
-  image, cached (batch 1, for interactive use);
+- sampling images/s, naive and cached, with their ratio, side by side in one process, and how many
+  images both drew alike (all, in exact arithmetic; see benchmarks/sampling.py for float32); and the
+  latency of one image, cached (batch 1, for interactive use);
 - the DataModule's training loader alone, images/s (real data under PIXEL_DATA_DIR), to show that
   it is never the bottleneck.
 
@@ -54,7 +54,7 @@ FIELDS = (
     "train_images_per_s", "peak_memory_mb", "compiled_train_images_per_s", "compiled_peak_memory_mb",
     "plain_loop_step_ms", "lightning_step_ms", "lightning_overhead",
     "sample_images", "naive_sample_images_per_s", "cached_sample_images_per_s", "cached_speedup",
-    "sampling_identical", "cached_one_image_ms", "loader_images_per_s",
+    "identical_images", "cached_one_image_ms", "loader_images_per_s",
 )  # fmt: skip
 
 

@@ -1,6 +1,10 @@
 """Sampling speed: naive against cached sampling of the same model, side by side in one process (the
-same weights and seed, so both must draw the same levels), images/s and their ratio; and the latency of
-one image, cached, for interactive use."""
+same weights and seed), images/s and their ratio, and how many images both drew alike; and the latency
+of one image, cached, for interactive use.
+
+In exact arithmetic both paths draw the same levels (the tests check it in float64, output for output).
+In float32 they sum in different orders, so an output differs in its last bits, and a draw that falls
+within that of a level's edge can go the other way; its image differs from there on."""
 
 from __future__ import annotations
 
@@ -31,6 +35,6 @@ def sampling_speed(job: tuple[str, str, argparse.Namespace]) -> dict:
         "naive_sample_images_per_s": round(args.sample_images / times["naive"], 3),
         "cached_sample_images_per_s": round(args.sample_images / times["cached"], 3),
         "cached_speedup": round(times["naive"] / times["cached"], 1),
-        "sampling_identical": bool(torch.equal(levels["naive"], levels["cached"])),
+        "identical_images": int((levels["naive"] == levels["cached"]).flatten(1).all(1).sum()),
         "cached_one_image_ms": round(1000 * one_image, 1),
     }

@@ -24,14 +24,14 @@ def markdown(rows: list[dict]) -> str:
 def sampling_markdown(rows: list[dict]) -> str:
     """Naive against cached sampling per (model, data), and one image's cached latency."""
     lines = [
-        "| model | data | images | sampling img/s naive / cached | cached speedup | same levels | one image cached |",
+        "| model | data | images | sampling img/s naive / cached | cached speedup | drawn alike | one image cached |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['data']} | {r['sample_images']} | {r['naive_sample_images_per_s']} "
             f"/ {r['cached_sample_images_per_s']} | {r['cached_speedup']}x "
-            f"| {'yes' if r['sampling_identical'] else 'NO'} | {r['cached_one_image_ms'] / 1000:.2f} s |"
+            f"| {r['identical_images']}/{r['sample_images']} | {r['cached_one_image_ms'] / 1000:.2f} s |"
         )
     return "\n".join(lines)
 

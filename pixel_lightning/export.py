@@ -68,6 +68,7 @@ def export(
     data_dir: str = "data",
     raw_weights: bool = False,
     command: str | None = None,
+    hardware: str | None = None,
 ) -> dict[str, Any]:
     """Write the folder; returns its config."""
     checkpoint = read_checkpoint(ckpt)
@@ -83,12 +84,18 @@ def export(
     if record is not None:
         measured = read_record(record)
         figures["record"] = {key: measured.get(key) for key in RECORD_FIGURES}
+        # A resume's ckpt_path names a file of the machine that trained it, not a setting of the recipe
+        overrides = measured.get("overrides") or []
+        figures["record"]["overrides"] = [o for o in overrides if not str(o).startswith("ckpt_path=")]
+        figures["record"]["resumed"] = len(figures["record"]["overrides"]) < len(overrides)
     if first_images:
         nll = first_images_nll(model, data_config(checkpoint, ckpt), data_dir, first_images)
         figures[f"first_{first_images}_test_nll"] = nll
         figures[f"first_{first_images}_test_bpd"] = nll / (math.prod(model.image_shape) * math.log(2))
     if command:
         figures["command"] = command
+    if hardware:
+        figures["hardware"] = hardware
     card = model_card(checkpoint, figures)
     save_model_folder(out_dir, model.state_dict(), card)
     return card
@@ -103,12 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="the datasets' folder (default: $PIXEL_DATA_DIR or data)")
     parser.add_argument("--raw-weights", action="store_true", help="the weights before averaging (EMA runs)")
     parser.add_argument("--command", help="the command that trained the model, kept in the card")
+    parser.add_argument("--hardware", help="what it trained on, kept in the card (e.g. 'a 2-core x86 CPU, one thread')")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or os.environ.get("PIXEL_DATA_DIR", "data")
     try:
         if args.first_images < 0:
             raise UserError(f"--first-images must be 0 or more, got {args.first_images}.")
-        card = export(args.ckpt, args.out_dir, args.record, args.first_images, data_dir, args.raw_weights, args.command)
+        card = export(
+            args.ckpt, args.out_dir, args.record, args.first_images, data_dir, args.raw_weights, args.command,
+            args.hardware,
+        )  # fmt: skip
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

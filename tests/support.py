@@ -144,14 +144,16 @@ def wandb_records(run_dir: Path):
 
 
 def wandb_logged(run_dir: Path) -> dict[str, list]:
-    """Config keys, history keys, summary values, whether the run exited and its exit code, from its run file."""
+    """Config keys, history keys, summary values, whether the run exited and its exit code, from its run file.
+    A media value is one history key, its logged name: newer wandb versions split it into nested keys
+    (samples, filenames), older ones do not."""
     logged = {"config": set(), "history": set(), "summary": {}, "exited": False, "exit_code": None}
     for record in wandb_records(run_dir):
         kind = record.WhichOneof("record_type")
         if kind == "config":
             logged["config"] |= {item.key for item in record.config.update}
         elif kind == "history":
-            logged["history"] |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+            logged["history"] |= {item.key or item.nested_key[0] for item in record.history.item}
         elif kind == "summary":
             for item in record.summary.update:
                 logged["summary"][item.key or "/".join(item.nested_key)] = item.value_json

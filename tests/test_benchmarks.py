@@ -28,7 +28,7 @@ def test_quick_benchmark_reports_every_field(tmp_path):
     for row in rows:
         assert tuple(row) == FIELDS
         assert all(row[key] is not None for key in FIELDS), row
-        assert row["sampling_identical"] is True
+        assert row["identical_images"] == row["sample_images"]  # binary draws: float32 rounding cannot flip them
         assert row["hidden"] == 4 and row["layers"] == 1  # --quick sizes, whatever the configs say
         assert row["image_shape"] == "1x8x8"
         for key in FIELDS:

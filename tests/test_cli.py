@@ -75,7 +75,7 @@ def test_wandb_offline_run_holds_the_config_the_metrics_and_the_image(smoke_run)
     logged = wandb_logged(runs[0])
     assert logged["exited"] and logged["exit_code"] == 0, "the run was not finished as a success"
     assert {"data", "model", "trainer", "optimizer"} <= logged["config"]  # the resolved config
-    assert {"samples/filenames", "train/loss", "val/nll", "val/bpd", "test/nll", "test/bpd"} <= logged["history"]
+    assert {"samples", "train/loss", "val/nll", "val/bpd", "test/nll", "test/bpd"} <= logged["history"]
     nll, bpd = float(logged["summary"]["test/nll"]), float(logged["summary"]["test/bpd"])
     assert nll == pytest.approx(bpd * 784 * np.log(2), rel=1e-5)
 

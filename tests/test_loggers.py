@@ -41,6 +41,7 @@ def tensorboard_image(accumulator: EventAccumulator, tag: str) -> np.ndarray:
 
 
 def mlflow_image(client: MlflowClient, run_id: str, path: str, folder: Path) -> np.ndarray:
+    folder.mkdir(parents=True, exist_ok=True)  # MLflow before 2.17 does not create it
     return np.asarray(Image.open(client.download_artifacts(run_id, path, str(folder))))
 
 

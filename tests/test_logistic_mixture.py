@@ -156,8 +156,8 @@ def test_extreme_parameters_give_finite_log_probs_and_gradients_that_float64_con
 
 
 def test_sampler_histogram_matches_the_mixture_probabilities():
-    # Two channels of 32 levels (1024 outcomes), 200k draws channel by channel as sampling does; a
-    # chi-square test over the outcomes expected 5+ times (the rest pooled) at a fixed seed.
+    # Two channels of 32 levels (1024 outcomes), 200k pixels drawn as sampling does; a chi-square
+    # test over the outcomes expected 5+ times (the rest pooled) at a fixed seed.
     mixture = LogisticMixture(channels=2, levels=32, components=3)
     params = torch.tensor(
         [[0.3, -0.2, 0.1]  # mixture logits
@@ -168,9 +168,7 @@ def test_sampler_histogram_matches_the_mixture_probabilities():
     )  # fmt: skip
     draws = 200_000
     generator = torch.Generator().manual_seed(0)
-    pixel = torch.zeros(draws, 2, dtype=torch.long)
-    for ch in range(2):
-        pixel[:, ch] = mixture.sample(params.expand(draws, -1), ch, pixel, 1.0, generator)
+    pixel = mixture.sample_pixel(params.expand(draws, -1), 1.0, generator)  # (draws, 2)
     counts = torch.bincount(pixel[:, 0] * 32 + pixel[:, 1], minlength=1024).double()
     outcomes = torch.cartesian_prod(torch.arange(32), torch.arange(32))
     expected = pixel_log_prob(mixture, params.expand(1024, -1), outcomes).exp() * draws
@@ -192,8 +190,7 @@ def test_tempered_draws_follow_the_tempered_mixture():
     tempered = params.clone()
     tempered[:, :2] /= 0.5
     tempered[:, 4:] += math.log(0.5)
-    draws = mixture.sample(params.expand(100_000, -1), 0, torch.zeros(100_000, 1, dtype=torch.long), 0.5,
-                           torch.Generator().manual_seed(1))  # fmt: skip
+    draws = mixture.sample_pixel(params.expand(100_000, -1), 0.5, torch.Generator().manual_seed(1))[:, 0]
     expected = pixel_log_prob(mixture, tempered.expand(32, -1), torch.arange(32)[:, None]).exp()
     empirical = torch.bincount(draws, minlength=32).double() / len(draws)
     assert 0.5 * (empirical - expected).abs().sum().item() < 0.01  # total variation

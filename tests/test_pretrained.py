@@ -75,6 +75,19 @@ def test_export_then_load_gives_the_checkpoints_log_prob_exactly(trained, tmp_pa
     assert card["names"] == {"model": "pixelcnn", "dataset": "binarized_mnist"}
 
 
+def test_the_card_keeps_the_records_figures_but_not_a_resumes_checkpoint_path(trained, tmp_path):
+    from pixel_lightning.records import blank_record, write_record
+
+    _, ckpt = trained
+    overrides = ["experiment=zoo_pixelcnn_binarized_mnist", "ckpt_path=/home/someone/run/checkpoints/last.ckpt"]
+    write_record(tmp_path, blank_record() | {"test_nll": 88.5, "overrides": overrides})
+    card = export(ckpt, tmp_path / "folder", record=tmp_path / "record.json", hardware="a 2-core x86 CPU")
+    record = card["figures"]["record"]
+    assert record["test_nll"] == 88.5 and record["overrides"] == overrides[:1] and record["resumed"] is True
+    assert card["figures"]["hardware"] == "a 2-core x86 CPU"
+    assert "/home/someone" not in (tmp_path / "folder" / "config.json").read_text()
+
+
 def test_sampling_module_from_a_folder_samples_like_the_checkpoints(trained, tmp_path):
     _, ckpt = trained
     export(ckpt, tmp_path / "folder")
@@ -247,8 +260,11 @@ def test_sample_py_draws_from_a_model_folder_and_names_both_settings_without_one
     assert (tmp_path / "s" / "samples.png").is_file()
     both = run("sample.py", f"pretrained={tmp_path / 'folder'}", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'b'}")
     assert_user_error(both, "both name a model")
-    if pretrained.DEFAULT_MODEL not in pretrained.zoo_names():
-        neither = run("sample.py", f"hydra.run.dir={tmp_path / 'n'}")
+    neither = run("sample.py", "num_samples=4", f"hydra.run.dir={tmp_path / 'n'}", env={"OMP_NUM_THREADS": "1"})
+    if pretrained.DEFAULT_MODEL in pretrained.zoo_names():  # a newcomer's `python sample.py`: the zoo's digits
+        assert_ok(neither)
+        assert (tmp_path / "n" / "samples.png").is_file()
+    else:
         assert_user_error(neither, "No model given. Pass ckpt_path=", "pretrained=<name>")
 
 

@@ -11,9 +11,12 @@ from pixel_lightning.models.outputs import Bernoulli, LogisticMixture, Softmax
 SMALLEST = torch.finfo(torch.float32).tiny  # 1.2e-38: logits of a few units divided by it overflow to +-inf
 
 
-def draw(output, params, ch=0, pixel=None, temperature=SMALLEST):
-    pixel = torch.zeros(len(params), 3, dtype=torch.long) if pixel is None else pixel
-    return output.sample(params, ch, pixel, temperature, torch.Generator().manual_seed(0))
+def draw(output, params, ch=0, temperature=SMALLEST):
+    """Channel `ch` of a per-channel output's draw; a whole pixel (B, C) of a per-pixel output's."""
+    generator = torch.Generator().manual_seed(0)
+    if output.per_pixel:
+        return output.sample_pixel(params, temperature, generator)
+    return output.sample(params, ch, torch.zeros(len(params), 3, dtype=torch.long), temperature, generator)
 
 
 def test_bernoulli_at_the_smallest_temperature_draws_the_likelier_level():
@@ -35,13 +38,12 @@ def test_the_logistic_mixture_at_the_smallest_temperature_draws_its_likeliest_co
     params[:, :4] *= 10  # mixture logits that overflow when divided by SMALLEST
     logits, means, log_scales, coeffs = mixture.split(params)
     k = logits.argmax(1)  # (B,)
-    pixel = torch.zeros(32, 3, dtype=torch.long)
+    expected = torch.zeros(32, 3, dtype=torch.long)
     for ch in range(3):
-        x = mixture.to_unit(pixel, params.dtype)
+        x = mixture.to_unit(expected, params.dtype)
         mean = mixture.mean(means, coeffs, x, ch)[torch.arange(32), k]
-        expected = torch.round((mean + 1) / (2 * mixture.half_bin)).clamp(0, 255).long()
-        pixel[:, ch] = draw(mixture, params, ch, pixel)
-        assert torch.equal(pixel[:, ch], expected)
+        expected[:, ch] = torch.round((mean + 1) / (2 * mixture.half_bin)).clamp(0, 255).long()
+    assert torch.equal(draw(mixture, params), expected)
 
 
 MIXTURE = LogisticMixture(channels=3, levels=256, components=2)
@@ -66,4 +68,4 @@ def test_a_temperature_below_what_the_dtype_carries_is_refused_naming_the_temper
 @pytest.mark.parametrize("name", OUTPUTS)
 def test_a_float64_model_samples_at_temperatures_float32_cannot_carry(name):
     output, shape = OUTPUTS[name]
-    assert draw(output, torch.randn(shape, dtype=torch.float64), temperature=1e-300).shape == (2,)
+    assert draw(output, torch.randn(shape, dtype=torch.float64), temperature=1e-300).shape[0] == 2

@@ -15,7 +15,20 @@ rm -rf "$VENV"
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet uv torch==2.13.0
-"$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --resolution lowest-direct -e ".[dev]"
+# Every direct requirement pinned to its lower bound, so that a resolver that backtracks to a newer
+# version (to fit the newest version of something else) fails here instead of testing that one.
+"$VENV/bin/python" - > "$VENV/lowest.txt" <<'PY'
+import re, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for requirement in [*project["dependencies"], *sum(project["optional-dependencies"].values(), [])]:
+    match = re.match(r"([A-Za-z0-9_.-]+)(\[[^]]*\])?.*>=\s*([^,;\s]+)", requirement)
+    if match and match.group(1) != "pixel-lightning":
+        print(f"{match.group(1)}=={match.group(3)}")
+PY
+# litdata names boto3 with no lower bound; the newest python-dateutil (4.x) fits no modern botocore, so
+# without a floor the resolver backtracks to boto3 0.0.3 (2014), which does not import on Python 3.
+echo "boto3>=1.28" >> "$VENV/lowest.txt"
+"$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --resolution lowest-direct -c "$VENV/lowest.txt" -e ".[dev]"
 
 echo "Lowest direct requirements as resolved:"
 "$VENV/bin/python" - <<'PY'

@@ -77,6 +77,8 @@ class ConvAtPosition:
             self.above = torch.addmm(self.bias, above, self.above_weight).view(width, batch, -1)
         else:  # one kernel row: nothing above
             self.above = self.bias.expand(width, batch, -1)
+        # Each as a tuple of per-column views: a position then indexes a Python tuple, not a tensor (an op each)
+        self.slots, self.windows, self.above = (t.unbind(0) for t in (self.slots, self.windows, self.above))
         self.row = i
 
     def at(self, i: int, j: int) -> torch.Tensor:  # (B, out): the output at (i, j), its inputs written
@@ -89,7 +91,7 @@ class ConvAtPosition:
             return torch.addmm(self.bias, x, self.weight)  # (B, out)
         if r != self.row:  # row r starts: the rows above are final
             self.start_row(r)
-        self.slots[c] = x
+        self.slots[c].copy_(x)
         return torch.addmm(self.above[c], self.windows[c], self.centre_weight)  # (B, out)
 
 

@@ -20,7 +20,7 @@ Rohaninejad & Abbeel, 2018); the reference code is neocxi/pixelsnail-public (mod
   (`classes` > 0) adds a learned label bias to the gates of every residual block
   (models/conditioning.py). Not here: weight normalisation and Polyak averaging (as PixelCNN++).
 
-Cached sampling (PixelSNAILAtPosition): per position, each layer once, the attention over a cache
+Cached sampling (pixelsnail_cached.py): per position, each layer once, the attention over a cache
 of the earlier pixels' keys and values.
 """
 
@@ -32,7 +32,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixel_lightning.models.cached import ConvAtPosition
 from pixel_lightning.models.conditioning import LabelBiases, label_biases
 from pixel_lightning.models.layers import MaskedConv2d
 from pixel_lightning.models.outputs import build_output
@@ -56,6 +55,22 @@ def causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     mixed = F.scaled_dot_product_attention(q[:, :, 1:], k[:, :, :-1], v[:, :, :-1], is_causal=True)
     mixed = F.pad(mixed, (0, 0, 1, 0))  # (B, h, HW, dv/h)
     return mixed.transpose(2, 3).reshape(batch, -1, height, width)
+
+
+def gated_step(
+    x: torch.Tensor, convs: tuple, aux: torch.Tensor | None = None, label_bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """GatedResidual at one position, x (..., B, F) and aux (..., B, A), in eval mode: `convs` (conv_in,
+    conv_out, aux) map (..., B, in) -> (..., B, out) there; leading dimensions batch several blocks."""
+    conv_in, conv_out, aux_conv = convs
+    h = conv_in(F.elu(x))
+    if aux is not None:
+        h = h + aux_conv(F.elu(aux))
+    ab = conv_out(F.elu(h))  # (..., B, 2F)
+    if label_bias is not None:
+        ab = ab + label_bias
+    a, b = ab.chunk(2, dim=-1)
+    return torch.addcmul(x, a, torch.sigmoid(b))  # one op fewer per call than x + a * sigmoid(b)
 
 
 class GatedResidual(nn.Module):
@@ -88,16 +103,8 @@ class GatedResidual(nn.Module):
         self, x: torch.Tensor, convs: tuple, aux: torch.Tensor | None = None, label_bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         """forward at one position, x (B, F), aux (B, A): `convs` (conv_in, conv_out, aux) map (B, in) ->
-        (B, out) there (`pointwise_convs` for a 1x1 block)."""
-        conv_in, conv_out, aux_conv = convs
-        h = conv_in(F.elu(x))
-        if aux is not None:
-            h = h + aux_conv(F.elu(aux))
-        ab = conv_out(F.elu(h))  # (B, 2F)
-        if label_bias is not None:
-            ab = ab + label_bias
-        a, b = ab.chunk(2, dim=1)
-        return x + a * torch.sigmoid(b)
+        (B, out) there (`pointwise_convs` for a 1x1 block); see gated_step."""
+        return gated_step(x, convs, aux, label_bias)
 
     def pointwise_convs(self) -> tuple:
         return pointwise(self.conv_in), pointwise(self.conv_out), None if self.aux is None else pointwise(self.aux)
@@ -191,107 +198,14 @@ class PixelSNAIL(nn.Module):
             ul = ul + self.within_pixel(x)
         return self.distribution.layout(self.head(F.elu(ul)), self.channels)
 
-    def cached_sampler(
-        self, batch: int, height: int, width: int, label: torch.Tensor | None = None
-    ) -> PixelSNAILAtPosition:
+    def cached_sampler(self, batch: int, height: int, width: int, label: torch.Tensor | None = None):
+        from pixel_lightning.models.pixelsnail_cached import PixelSNAILAtPosition  # it builds on this module
+
         return PixelSNAILAtPosition(self, batch, height, width, label)
 
 
-def pointwise(conv: nn.Conv2d):
-    """A 1x1 conv as a function of one position's inputs, (B, in) -> (B, out)."""
-    weight = (conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight)[:, :, 0, 0].T.contiguous()
-    return lambda x: torch.addmm(conv.bias, x, weight)
-
-
-class PixelSNAILAtPosition:
-    """The net at one position (r, c) per call, for cached sampling (see cached.CachedSampler).
-
-    Every layer reads the pixels before (r, c) only, so the whole stream at (r, c) is computed once,
-    at its first call, when those pixels are final: the shifted convs from caches of their earlier
-    inputs (ConvAtPosition), the 1x1 ones on the position alone. The keys and values of a pixel read
-    the pixel itself, so they are computed one position late, at the next position's first call,
-    from the stream kept for it, and written to each block's cache; the query of (r, c) then attends
-    to the cache. Later calls at (r, c) (one per channel) rerun the output alone, which for an RGB
-    per-channel output reads the pixel's channels drawn so far. Build it in eval mode, under no_grad.
-    """
-
-    def __init__(self, net: PixelSNAIL, batch: int, height: int, width: int, label: torch.Tensor | None):
-        self.net, self.width, self.at, self.row = net, width, None, -1
-        biases = iter(label_biases(net.label_biases, label, net.gated_count))
-        weight = net.head.weight
-        self.blocks = []  # per block: its layers' one-position forms, label biases and caches
-        for block in net.blocks:
-            shifted = [
-                tuple(
-                    ConvAtPosition(conv, batch, height, width, anchor=(1, 1))  # the bottom-right tap
-                    for conv in (r.conv_in, r.conv_out)
-                )
-                for r in block.resnets
-            ]
-            heads = block.heads
-            self.blocks.append({
-                "shifted": shifted, "biases": [next(biases).get("label_bias") for _ in block.gated],
-                "content": block.content.pointwise_convs(), "key_value": pointwise(block.key_value),
-                "query_features": block.query_features.pointwise_convs(), "query": pointwise(block.query),
-                "mix": block.mix.pointwise_convs(),
-                # keys transposed, (B, h, dk/h, HW): a query reads them in one plain batched product
-                "keys": weight.new_zeros(batch, heads, block.key_channels // heads, height * width),
-                "values": weight.new_zeros(batch, heads, height * width, block.value_channels // heads),
-                "stream": None,  # the block's stream at the previous position, for its keys and values
-            })  # fmt: skip
-        self.pos = positions(batch, height, width, weight)  # (B, 2, H, W)
-        self.zeros = weight.new_zeros(batch, net.input_left.out_channels)
-        self.within_pixel = None if net.within_pixel is None else pointwise(net.within_pixel)
-        self.head = pointwise(net.head)
-
-    def padded(self, x: torch.Tensor, top: int, bottom: int, cols: slice) -> torch.Tensor:
-        """Rows top..bottom of the image with its channel of ones, (B, C+1, rows, cols)."""
-        rows = x[:, :, top : bottom + 1, cols]
-        return torch.cat([rows, torch.ones_like(rows[:, :1])], dim=1)
-
-    def input_stream(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:
-        """The input convs at (r, c), (B, F): row r-1 at columns c-1..c+1 (the whole row, once per row),
-        and (r-1, c-1), (r, c-1)."""
-        if r != self.row:  # row r starts: row r-1 is final
-            self.row = r
-            above = self.net.input_above(self.padded(x, r - 1, r - 1, slice(None))) if r > 0 else None
-            self.above = None if above is None else above[:, :, 0].permute(2, 0, 1)  # (W, B, F)
-        ul = self.zeros if self.above is None else self.above[c]
-        if c > 0:  # the left conv pads the top row itself
-            ul = ul + self.net.input_left(self.padded(x, max(r - 1, 0), r, slice(c - 1, c)))[:, :, -1, 0]
-        return ul
-
-    def stream(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:
-        """The stream at (r, c) after every block, (B, F); writes the previous position's keys and values."""
-        p = r * self.width + c
-        pr, pc = divmod(p - 1, self.width)
-        ul = self.input_stream(x, r, c)
-        for block, cache in zip(self.net.blocks, self.blocks):
-            *resnet_biases, content_bias, query_bias, mix_bias = cache["biases"]
-            for resnet, (conv_in, conv_out), bias in zip(block.resnets, cache["shifted"], resnet_biases):
-                convs = (lambda h, conv=conv_in: conv(h, r, c), lambda h, conv=conv_out: conv(h, r, c), None)
-                ul = resnet.step(ul, convs, label_bias=bias)  # (B, F)
-            if p > 0:  # the previous position is final: its keys and values
-                content = torch.cat([x[:, :, pr, pc], cache["stream"], self.pos[:, :, pr, pc]], dim=1)
-                key_value = cache["key_value"](block.content.step(content, cache["content"], label_bias=content_bias))
-                key, value = key_value.split([block.key_channels, block.value_channels], dim=1)
-                cache["keys"][:, :, :, p - 1] = key.unflatten(1, (block.heads, -1))
-                cache["values"][:, :, p - 1] = value.unflatten(1, (block.heads, -1))
-            query = block.query_features.step(torch.cat([ul, self.pos[:, :, r, c]], dim=1), cache["query_features"],
-                                              label_bias=query_bias)  # fmt: skip
-            query = cache["query"](query).unflatten(1, (block.heads, 1, -1))  # (B, h, 1, dk/h)
-            if p > 0:  # softmax(q k / sqrt(dk/h)) v by hand: the fused kernel is ~4x slower for one query
-                scores = torch.matmul(query, cache["keys"][..., :p]).mul_(query.shape[-1] ** -0.5)  # (B, h, 1, p)
-                mixed = torch.matmul(torch.softmax(scores, -1), cache["values"][:, :, :p]).flatten(1)  # (B, dv)
-            else:  # the first position attends to nothing
-                mixed = ul.new_zeros(len(ul), block.value_channels)
-            cache["stream"] = ul
-            ul = block.mix.step(ul, cache["mix"], aux=mixed, label_bias=mix_bias)
-        return ul
-
-    def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:
-        """x (B, C, H, W) the net's input, final before (r, c) -> the outputs at (r, c): (B, P), (B, C) or (B, K, C)."""
-        if self.at != (r, c):  # the first call at (r, c): the pixels before it are final
-            self.at, self.ul = (r, c), self.stream(x, r, c)
-        ul = self.ul if self.within_pixel is None else self.ul + self.within_pixel(x[:, :, r, c])
-        return self.net.distribution.layout(self.head(F.elu(ul)), self.net.channels)
+def pointwise(conv: nn.Conv2d, scale: float = 1.0):
+    """A 1x1 conv, its output times `scale`, as a function of one position's inputs, (B, in) -> (B, out)."""
+    weight = (conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight)[:, :, 0, 0].T * scale
+    bias = conv.bias * scale
+    return lambda x: torch.addmm(bias, x, weight)

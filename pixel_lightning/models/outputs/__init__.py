@@ -1,10 +1,11 @@
 """Output distributions: what a net's last maps mean, as probabilities of a pixel's levels.
 
 Each is its own piece that any net can end with (models/layers.py, OutputStack; PixelCNN++): it
-owns the number of parameters it needs, `log_prob(params, levels)` and `sample(params, ch, pixel,
-temperature, generator)`, one channel at a time. A per-channel output (Bernoulli, softmax) takes
-its parameters of channel c from features that may see the pixel's channels before c; a per-pixel
-output (the logistic mixture) takes all of a pixel's parameters from earlier pixels only.
+owns the number of parameters it needs and `log_prob(params, levels)`. A per-channel output
+(Bernoulli, softmax) takes its parameters of channel c from features that may see the pixel's
+channels before c, and draws one channel at a time, `sample(params, ch, pixel, temperature,
+generator)`; a per-pixel output (the logistic mixture) takes all of a pixel's parameters from
+earlier pixels only, and draws the whole pixel, `sample_pixel(params, temperature, generator)`.
 
 The model setting `output` picks one: `categorical` (the default, and what a checkpoint without
 the setting holds: Bernoulli for binary data, a softmax over the levels otherwise) or

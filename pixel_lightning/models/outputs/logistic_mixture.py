@@ -103,23 +103,41 @@ class LogisticMixture:
         joint = F.log_softmax(logits, dim=1) + self.channel_log_probs(x, means, log_scales, coeffs, self.channels)
         return torch.logsumexp(joint, dim=1)  # (B, H, W)
 
-    def sample(self, params: torch.Tensor, ch: int, pixel: torch.Tensor, temperature: float, generator) -> torch.Tensor:
-        """Levels (B,) of channel `ch` of one pixel, given its params (B, P) and its channels < ch
-        already drawn in `pixel` (B, C): the component from its posterior given those channels
-        (drawn afresh per channel: the same joint as drawing it once per pixel), then a logistic by
-        inverting its CDF, rounded to the nearest level and clamped to [0, K-1]."""
+    def sample_pixel(self, params: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+        """Levels (B, C) of one pixel from its params (B, P): a component k from the mixture
+        weights, then channel by channel a logistic of k by inverting its CDF, rounded to the
+        nearest level and clamped to [0, K-1], its mean shifted by the levels drawn before it.
+        p(k) p(x_0 | k) p(x_1 | x_0, k) ... is the joint whose marginal `log_prob` scores. Two calls
+        to the generator per pixel, whatever the channels, and only the chosen component's
+        parameters transformed: sampling's cost is per pixel, a few dozen small ops."""
         check_drawable(params)
         check_temperature(temperature, params.dtype)
-        logits, means, log_scales, coeffs = self.split(params, temperature)  # (B, M), (B, C, M), ...
-        x = self.to_unit(pixel, params.dtype)  # (B, C)
-        posterior = logits + self.channel_log_probs(x, means, log_scales, coeffs, ch) if ch else logits  # unnormalised
-        # The component by inverting the posterior's CDF at one uniform per image, as Softmax.sample:
-        # torch.multinomial cost a fifth of cached PixelSNAIL sampling at 64 CIFAR-10 images.
-        cdf = torch.softmax(posterior, dim=1).cumsum(dim=1)  # (B, M)
+        m = self.components
+        logits = params[:, :m]
+        if temperature != 1.0:  # shifted to a maximum of 0 first: a small temperature gives -inf, never inf - inf
+            logits = (logits - logits.amax(1, keepdim=True)) / temperature
+        # The component by inverting the CDF at one uniform per image, as Softmax.sample
+        cdf = torch.softmax(logits, dim=1).cumsum_(dim=1)  # (B, M)
         u = torch.rand(len(cdf), 1, dtype=cdf.dtype, device=cdf.device, generator=generator) * cdf[:, -1:]
-        k = torch.searchsorted(cdf, u, right=True).clamp_(max=self.components - 1)  # (B, 1): u * total may round up
-        mean = self.mean(means, coeffs, x, ch).gather(1, k).squeeze(1)  # (B,)
-        scale = log_scales[:, ch].gather(1, k).squeeze(1).exp()
-        u = torch.rand(len(params), dtype=params.dtype, device=params.device, generator=generator)
-        value = mean + scale * (torch.log(u) - torch.log1p(-u))  # logistic by its inverse CDF; u = 0 gives -inf
-        return torch.round((value + 1) / (2 * self.half_bin)).clamp(0, self.levels - 1).long()
+        k = torch.searchsorted(cdf, u, right=True).clamp_(max=m - 1)  # (B, 1): u * total may round up
+        # Its means, log-scales and coefficients, (B, 2C + pairs): one gather from the (B, 2C + pairs, M) rest
+        rest = params[:, m:].unflatten(1, (-1, m))
+        chosen = rest.gather(2, k[:, None].expand(-1, rest.shape[1], 1))[..., 0]
+        means, log_scales, coeffs = chosen.split([self.channels, self.channels, len(self.pairs)], dim=1)
+        scales = log_scales.clamp(min=MIN_LOG_SCALE).exp_()
+        if temperature != 1.0:
+            scales = scales * temperature
+        coeffs = torch.tanh(coeffs)
+        u = torch.rand(means.shape, dtype=params.dtype, device=params.device, generator=generator)  # (B, C)
+        u.clamp_(min=torch.finfo(u.dtype).tiny)  # u = 0 (one draw in 2^24 in float32): -inf, and 0 * -inf when cold
+        values = torch.addcmul(means, scales, torch.log(u).sub_(torch.log1p(-u)))  # logistics by inverse CDF
+        levels = torch.empty_like(values)  # (B, C), as floats until the end
+        to_level = 1 / (2 * self.half_bin)
+        for c in range(self.channels):
+            value = values[:, c]  # + a_cj x_j for each earlier channel j, x_j = 2h L_j - 1 the level L_j in [-1, 1]
+            for index, (to, j) in enumerate(self.pairs):
+                if to == c:
+                    a = coeffs[:, index]
+                    value = torch.addcmul(value, a, levels[:, j], value=2 * self.half_bin).sub_(a)
+            levels[:, c] = value.add(1).mul_(to_level).round_().clamp_(0, self.levels - 1)
+        return levels.long()
