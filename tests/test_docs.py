@@ -135,19 +135,21 @@ def test_the_readme_says_which_models_have_cached_sampling_as_the_code_does():
 
 
 def test_the_readme_ours_column_is_each_zoo_cards_test_figure():
-    """A zoo model's row shows its card's whole-test-split NLL and links to its card; the others say so."""
+    """A zoo model's row shows its card's whole-test-split NLL and training time, and links to its card;
+    the others say so."""
     from pixel_lightning import pretrained
 
     shipped = {}
     for name in pretrained.zoo_names():
         card = pretrained.read_model_source(name)["card"]
         architecture = card["hyper_parameters"]["net"]["_target_"].split(".")[-2]  # ...models.<module>.<Class>
-        shipped[architecture] = (name, card["figures"]["record"]["test_nll"])
+        shipped[architecture] = (name, card["figures"]["record"]["test_nll"], card["figures"]["record"]["train_time_s"])
     for model, row in model_table().items():
         ours = row["ours (zoo)"]
         if model in shipped:
-            name, nll = shipped[model]
+            name, nll, seconds = shipped[model]
             assert f"{nll:.2f} nats" in ours and f"docs/zoo.md#{name}" in ours, (model, ours)
+            assert f"{seconds / 3600:.1f} core-hours" in ours, (model, ours)  # one thread of one core
         else:
             assert ours == "not trained yet", (model, ours)
 
