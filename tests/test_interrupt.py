@@ -78,12 +78,19 @@ def interrupted_in_process(tmp_path: Path, interrupt, capsys) -> tuple[int, dict
 
 
 def test_sigint_in_a_job_exits_130_and_records_the_interruption(tmp_path, capsys):
-    code, record, failure = interrupted_in_process(tmp_path, lambda: signal.raise_signal(signal.SIGINT), capsys)
+    # Python's own Ctrl+C handler, as in a terminal: a test runner started in the background (`cmd &`)
+    # inherits SIGINT ignored, which a job rightly keeps ignoring (cli.interruptible)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, record, failure = interrupted_in_process(tmp_path, lambda: signal.raise_signal(signal.SIGINT), capsys)
+        restored = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130 and failure.startswith("Interrupted by SIGINT (Ctrl+C)")
     assert record["status"] == "interrupted" and record["error"] == failure.strip()
     assert record["model"] == "pixelcnn" and record["task"] == "train"
     assert "It left no checkpoint to resume from" in failure
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the job
+    assert restored is signal.default_int_handler  # restored after the job
 
 
 def test_sigterm_in_a_job_exits_143_and_names_the_checkpoint_that_resumes_it(tmp_path, capsys):
