@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixel_lightning.checkpoint import model_from_checkpoint
 from pixel_lightning.data.first_images import first_test_images
 from pixel_lightning.images import picture, save_png
-from pixel_lightning.pretrained import DEFAULT_MODEL, load_model, read_model_source
+from pixel_lightning.pretrained import DEFAULT_MODEL, read_model_source
 from pixel_lightning.sample import complete_grid
 
 GAP = 24  # white pixels between the two grids
@@ -28,8 +29,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, default=Path("docs/images/readme.png"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    model = load_model(args.model, sampling=True)
-    data = read_model_source(args.model)["hyper_parameters"]["data"]
+    checkpoint = read_model_source(args.model)  # read once: the model and its data identity
+    model = model_from_checkpoint(checkpoint, args.model, sampling=True).eval()
+    data = checkpoint["hyper_parameters"]["data"]
     generator = torch.Generator().manual_seed(args.seed)
     samples = picture(model.sample(16, generator=generator), model.levels, nrow=4)
     originals, _ = first_test_images(data, os.environ.get("PIXEL_DATA_DIR", "data"), 4, "the picture's originals")
