@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
+from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's and Fabric's too (one object)
 
 CACHES = {
     "WANDB_DIR": "wandb",
@@ -41,9 +42,14 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(autouse=True)
 def no_leaked_global_state():
-    """seed_everything's environment variables and the HydraConfig singleton are as before each test."""
+    """seed_everything's environment variables, the HydraConfig singleton and Lightning's process rank are
+    as before each test: a Trainer built with a cluster's ranks (the SLURM test) sets the rank for the whole
+    process, and every rank-zero-only call after it (a logger's writes) would do nothing."""
     before = {variable: os.environ.get(variable) for variable in PROCESS_STATE}
+    rank = getattr(rank_zero_only, "rank", 0)  # Lightning sets it on import (0 outside a cluster)
     yield
+    if hasattr(rank_zero_only, "rank"):
+        rank_zero_only.rank = rank
     for variable, value in before.items():
         if value is None:
             os.environ.pop(variable, None)
