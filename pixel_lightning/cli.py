@@ -180,8 +180,11 @@ def exit_if_jobs_failed() -> None:
 
 
 def list_failed_jobs() -> None:
+    """Print the failed jobs, once: whichever exit comes first (an interruption, a comparison that could
+    not be written, the end of the multirun) lists them."""
     if failed_jobs:
         paths = list(dict.fromkeys(failed_jobs))  # a job of this process is also found by JobFolders
+        failed_jobs.clear()
         print(f"error: {len(paths)} job(s) failed; their failure.txt says why:", file=sys.stderr)
         for path in paths:
             print(f"  {path}", file=sys.stderr)

@@ -314,6 +314,34 @@ def test_the_failed_jobs_of_a_sweep_are_found_by_the_files_they_leave(tmp_path, 
     assert cli.failed_jobs == [str(sweep / "1")]  # absolute, like run_job's
 
 
+def test_a_multirun_whose_comparison_cannot_be_written_still_lists_its_failed_jobs(tmp_path, monkeypatch, capsys):
+    """The comparison ends the process itself (exit 2) when it cannot be written; the failed jobs are
+    listed all the same, once."""
+    from pixel_lightning import cli
+    from pixel_lightning.commands import run_hydra
+    from pixel_lightning.evaluation.compare import MultirunComparison
+
+    monkeypatch.setattr(cli, "failed_jobs", [])
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m"])
+    sweep = tmp_path / "sweep"
+    for job in ("0", "1"):
+        (sweep / job).mkdir(parents=True)
+    cli.write_failure(sweep / "0", "UserError: ...")
+    (sweep / "1" / "record.json").write_text("{not json")  # the only record, unreadable: nothing to compare
+    config = compose_with_hydra([f"hydra.sweep.dir={sweep}"])
+
+    def multirun_end():  # Hydra's end of a multirun: the callbacks of conf/hydra/default.yaml, in order
+        cli.JobFolders().on_multirun_end(config)
+        MultirunComparison(wandb=False).on_multirun_end(config)
+
+    with pytest.raises(SystemExit) as stop:
+        run_hydra(multirun_end)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "No valid record.json under" in error
+    assert error.endswith(f"error: 1 job(s) failed; their failure.txt says why:\n  {sweep / '0'}\n")
+
+
 @requires_data
 def test_a_diverging_run_stops_with_the_message_and_its_wandb_run_is_marked_failed(tmp_path):
     result = run(

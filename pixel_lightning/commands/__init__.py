@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pixel_lightning.cli import exit_if_jobs_failed
+from pixel_lightning.cli import exit_if_jobs_failed, list_failed_jobs
 from pixel_lightning.extras import missing_extra, missing_plugin
 
 
@@ -32,7 +32,11 @@ def run_hydra(main: Callable[[], object]) -> None:
     hint = missing_plugin(sys.argv[1:])
     if hint is not None:
         fail(hint)
-    main()
+    try:
+        main()
+    except SystemExit:  # a multirun's end that exits on its own (its comparison could not be written)
+        list_failed_jobs()
+        raise
     exit_if_jobs_failed()
 
 
