@@ -69,6 +69,7 @@ def export(
     raw_weights: bool = False,
     command: str | None = None,
     hardware: str | None = None,
+    core_hours: float | None = None,
 ) -> dict[str, Any]:
     """Write the folder; returns its config."""
     checkpoint = read_checkpoint(ckpt)
@@ -96,6 +97,8 @@ def export(
         figures["command"] = command
     if hardware:
         figures["hardware"] = hardware
+    if core_hours is not None:
+        figures["core_hours"] = core_hours
     card = model_card(checkpoint, figures)
     save_model_folder(out_dir, model.state_dict(), card)
     return card
@@ -111,14 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-weights", action="store_true", help="the weights before averaging (EMA runs)")
     parser.add_argument("--command", help="the command that trained the model, kept in the card")
     parser.add_argument("--hardware", help="what it trained on, kept in the card (e.g. 'a 2-core x86 CPU, one thread')")
+    parser.add_argument(
+        "--core-hours", type=float, help="CPU core-hours of training, kept in the card, for a run that did not use "
+        "one thread throughout (the record's train_time_s is wall time)"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     data_dir = args.data_dir or os.environ.get("PIXEL_DATA_DIR", "data")
     try:
         if args.first_images < 0:
             raise UserError(f"--first-images must be 0 or more, got {args.first_images}.")
+        if args.core_hours is not None and not args.core_hours > 0:
+            raise UserError(f"--core-hours must be a positive number of hours, got {args.core_hours}.")
         card = export(
             args.ckpt, args.out_dir, args.record, args.first_images, data_dir, args.raw_weights, args.command,
-            args.hardware,
+            args.hardware, args.core_hours,
         )  # fmt: skip
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

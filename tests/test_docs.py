@@ -143,13 +143,19 @@ def test_the_readme_ours_column_is_each_zoo_cards_test_figure():
     for name in pretrained.zoo_names():
         card = pretrained.read_model_source(name)["card"]
         architecture = card["hyper_parameters"]["net"]["_target_"].split(".")[-2]  # ...models.<module>.<Class>
-        shipped[architecture] = (name, card["figures"]["record"]["test_nll"], card["figures"]["record"]["train_time_s"])
+        record = card["figures"]["record"]
+        # core-hours: the card's own figure for a run on more threads, else its wall time on one thread
+        shipped[architecture] = (
+            name,
+            record["test_nll"],
+            card["figures"].get("core_hours", record["train_time_s"] / 3600),
+        )
     for model, row in model_table().items():
         ours = row["ours (zoo)"]
         if model in shipped:
-            name, nll, seconds = shipped[model]
+            name, nll, core_hours = shipped[model]
             assert f"{nll:.2f} nats" in ours and f"docs/zoo.md#{name}" in ours, (model, ours)
-            assert f"{seconds / 3600:.1f} core-hours" in ours, (model, ours)  # one thread of one core
+            assert f"{core_hours:.1f} core-hours" in ours, (model, ours)
         else:
             assert ours == "not trained yet", (model, ours)
 

@@ -84,8 +84,12 @@ def test_the_card_keeps_the_records_figures_but_not_a_resumes_checkpoint_path(tr
     card = export(ckpt, tmp_path / "folder", record=tmp_path / "record.json", hardware="a 2-core x86 CPU")
     record = card["figures"]["record"]
     assert record["test_nll"] == 88.5 and record["overrides"] == overrides[:1] and record["resumed"] is True
-    assert card["figures"]["hardware"] == "a 2-core x86 CPU"
+    assert card["figures"]["hardware"] == "a 2-core x86 CPU" and "core_hours" not in card["figures"]
     assert "/home/someone" not in (tmp_path / "folder" / "config.json").read_text()
+    # a run on more than one thread: its core-hours, which the README shows, are given by hand
+    assert export_main([str(ckpt), str(tmp_path / "cores"), "--core-hours", "3.9"]) == 0
+    assert json.loads((tmp_path / "cores" / "config.json").read_text())["figures"]["core_hours"] == 3.9
+    assert export_main([str(ckpt), str(tmp_path / "none"), "--core-hours", "0"]) == 2
 
 
 def test_sampling_module_from_a_folder_samples_like_the_checkpoints(trained, tmp_path):
@@ -242,6 +246,30 @@ def test_each_zoo_model_measures_its_cards_figure(name):
     samples = model.sample(4, method="cached", generator=torch.Generator().manual_seed(0))
     assert samples.shape == (4, *model.image_shape) and 0 <= samples.min() and samples.max() < model.levels
     assert math.isfinite(card["figures"]["record"]["test_nll"])
+
+
+@pytest.mark.parametrize("name", pretrained.zoo_names())
+def test_each_zoo_cards_command_composes_the_settings_it_was_trained_with(name):
+    """The recipe on the card reproduces the model: its command composes the card's net, optimizer,
+    schedule and batch, and as many epochs as the run trained."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from test_configs import CONF
+
+    card = read_model_source(name)["card"]
+    program, script, *overrides = card["figures"]["command"].split()
+    assert (program, script) == ("python", "train.py")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    trained_with = card["hyper_parameters"]
+    for key in ("net", "optimizer", "scheduler"):
+        assert model[key] == trained_with[key], key
+    assert (cfg.data.dataset, cfg.data.batch_size) == (
+        trained_with["data"]["dataset"],
+        trained_with["data"]["batch_size"],
+    )
+    assert cfg.trainer.max_epochs == round(card["figures"]["record"]["epochs"])
 
 
 def test_sample_py_draws_from_a_model_folder_and_names_both_settings_without_one(trained, tmp_path):
