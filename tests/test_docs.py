@@ -160,6 +160,21 @@ def test_the_readme_ours_column_is_each_zoo_cards_test_figure():
             assert ours == "not trained yet", (model, ours)
 
 
+def test_the_zoo_page_table_shows_each_cards_figures():
+    """docs/zoo.md's table of models: each shipped model's row has its card's whole-split test NLL and
+    bits/dim and its first-500 figure; the names it lists are those shipped."""
+    from pixel_lightning import pretrained
+
+    section = (REPO / "docs" / "zoo.md").read_text().split("## The models")[1].split("\n#")[0]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines() if line.startswith("| `")}
+    assert sorted(rows) == sorted(pretrained.zoo_names())
+    for name, row in rows.items():
+        figures = pretrained.read_model_source(name)["card"]["figures"]
+        record = figures["record"]
+        assert f"**{record['test_nll']:.2f} nats** ({record['test_bpd']:.4f} bits/dim)" in row, row
+        assert f"{figures['first_500_test_nll']:.2f} nats" in row, row
+
+
 def compare_sweep(preset: str) -> tuple[int, int, float]:
     """(models, seeds, hours of training per run) of a comparison preset."""
     config = yaml.safe_load((REPO / "conf" / "experiment" / f"{preset}.yaml").read_text())
