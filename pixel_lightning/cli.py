@@ -143,7 +143,7 @@ def interruptible() -> Iterator[list[int]]:
 def end_interrupted(cfg: DictConfig, signum: int) -> None:
     """Record the job as interrupted (failure.txt, record.json), say how to resume it, and exit
     128 + signum, as a shell reports a process ended by that signal. A multirun stops too: the
-    signal was meant for the whole process; its earlier failed jobs are listed."""
+    signal was meant for the whole process (the entry point lists its earlier failed jobs)."""
     name = signal.Signals(signum).name
     last = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", throw_on_resolution_failure=False)
     last = Path(str(last)) / "last.ckpt" if last else None
@@ -159,7 +159,6 @@ def end_interrupted(cfg: DictConfig, signum: int) -> None:
     write_failure(output_dir, message)
     record_failure(cfg, output_dir, message, status="interrupted")
     print(f"error: {message}", file=sys.stderr)
-    list_failed_jobs()
     sys.exit(128 + signum)
 
 
@@ -180,11 +179,8 @@ def exit_if_jobs_failed() -> None:
 
 
 def list_failed_jobs() -> None:
-    """Print the failed jobs, once: whichever exit comes first (an interruption, a comparison that could
-    not be written, the end of the multirun) lists them."""
     if failed_jobs:
         paths = list(dict.fromkeys(failed_jobs))  # a job of this process is also found by JobFolders
-        failed_jobs.clear()
         print(f"error: {len(paths)} job(s) failed; their failure.txt says why:", file=sys.stderr)
         for path in paths:
             print(f"  {path}", file=sys.stderr)

@@ -34,7 +34,7 @@ def run_hydra(main: Callable[[], object]) -> None:
         fail(hint)
     try:
         main()
-    except SystemExit:  # a multirun's end that exits on its own (its comparison could not be written)
+    except SystemExit:  # a job interrupted by a signal, or a comparison that could not be written
         list_failed_jobs()
         raise
     exit_if_jobs_failed()
