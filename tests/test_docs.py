@@ -134,14 +134,18 @@ def test_the_readme_says_which_models_have_cached_sampling_as_the_code_does():
     assert claimed == found
 
 
+def zoo_cards() -> dict[str, dict]:
+    """The model card (config.json) of each shipped zoo model, by name."""
+    from pixel_lightning import pretrained
+
+    return {name: pretrained.read_model_source(name)["card"] for name in pretrained.zoo_names()}
+
+
 def test_the_readme_ours_column_is_each_zoo_cards_test_figure():
     """A zoo model's row shows its card's whole-test-split NLL and training time, and links to its card;
     the others say so."""
-    from pixel_lightning import pretrained
-
     shipped = {}
-    for name in pretrained.zoo_names():
-        card = pretrained.read_model_source(name)["card"]
+    for name, card in zoo_cards().items():
         architecture = card["hyper_parameters"]["net"]["_target_"].split(".")[-2]  # ...models.<module>.<Class>
         record = card["figures"]["record"]
         # core-hours: the card's own figure for a run on more threads, else its wall time on one thread
@@ -163,13 +167,12 @@ def test_the_readme_ours_column_is_each_zoo_cards_test_figure():
 def test_the_zoo_page_table_shows_each_cards_figures():
     """docs/zoo.md's table of models: each shipped model's row has its card's whole-split test NLL and
     bits/dim and its first-500 figure; the names it lists are those shipped."""
-    from pixel_lightning import pretrained
-
     section = (REPO / "docs" / "zoo.md").read_text().split("## The models")[1].split("\n#")[0]
     rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines() if line.startswith("| `")}
-    assert sorted(rows) == sorted(pretrained.zoo_names())
+    cards = zoo_cards()
+    assert sorted(rows) == sorted(cards)
     for name, row in rows.items():
-        figures = pretrained.read_model_source(name)["card"]["figures"]
+        figures = cards[name]["figures"]
         record = figures["record"]
         assert f"**{record['test_nll']:.2f} nats** ({record['test_bpd']:.4f} bits/dim)" in row, row
         assert f"{figures['first_500_test_nll']:.2f} nats" in row, row
